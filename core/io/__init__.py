@@ -1,0 +1,1 @@
+"""Reading and writing the project's tables and checkpoints."""
