@@ -134,6 +134,7 @@ def write_bytes(uri: str, data: bytes) -> None:
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
         try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are read by other users/workers
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)

@@ -1,7 +1,9 @@
 """Column names and explicit pyarrow schemas of every table the jobs write.
 
 These are contracts with analysts (DuckDB, pandas, Polars, Spark): change a column only with a
-migration note in the README.
+migration note in the README. Files live under ``<table>/run_id=<run>/part-<batch>.parquet``
+(see :mod:`core.io.commits`): ``run_id`` is the hive partition column, so it is not stored
+inside the files; every hive-aware reader adds it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ PROPOSALS_SCHEMA = pa.schema(
         pa.field("label_score", pa.float32(), nullable=False),  # detection confidence; mAP ranks by it
         pa.field("rank", pa.int32(), nullable=False),  # 0 = best proposal of the video
         pa.field("duration", pa.float64(), nullable=False),  # the video's duration, seconds
-        pa.field(RUN_ID, pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),  # localizer checkpoint sha256 or "random"
     ]
 )
@@ -43,7 +44,6 @@ FEATURES_SCHEMA = pa.schema(
         pa.field("num_snippets", pa.int32(), nullable=False),  # snippets before rescaling to T
         pa.field("extractor", pa.string(), nullable=False),  # recognizer name
         pa.field("extractor_checkpoint", pa.string(), nullable=False),  # URI or "random"
-        pa.field(RUN_ID, pa.string(), nullable=False),
     ]
 )
 
@@ -54,6 +54,5 @@ ERRORS_SCHEMA = pa.schema(
         pa.field("stage", pa.string(), nullable=False),  # list | decode | features | localize | write
         pa.field("error_type", pa.string(), nullable=False),
         pa.field("message", pa.string(), nullable=False),
-        pa.field(RUN_ID, pa.string(), nullable=False),
     ]
 )

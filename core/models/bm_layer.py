@@ -1,0 +1,150 @@
+"""BMN's boundary-matching stage (sampling + Conv3d + ReLU) as two dense GEMMs.
+
+MMAction2's BMN computes, for every candidate proposal (duration d, start s), N sample features
+by linear interpolation and mixes them with a Conv3d whose kernel spans the N samples::
+
+    bm_BCNDT = (feats_BCT @ sample_mask_T_NDT).reshape(B, C, N, D, T)   # 16 GFLOP per sample
+    out_BODT = relu(Conv3d(C, O, kernel=(N, 1, 1))(bm_BCNDT))            # 84 GFLOP per sample
+
+Both steps are linear, so they can run in the other order: first project the channels with
+the Conv3d's weights for each sample n (a 1x1 convolution to O·N channels), then contract the
+(sample, position) axis with the sample mask, only for the T(T+1)/2 cells where s + d < T:
+
+    y_BOK = (weight_ON_C @ feats_BCT)                   # K = N·T; 0.8 GFLOP per sample
+    out_BOV = y_BO_K @ mask_KV                          # 16.5 GFLOP per sample
+    out_BODT = relu(scatter(out_BOV) + bias_O)          # cells with s + d >= T hold relu(bias)
+
+Same result in exact arithmetic; in fp32 the sums run in another order (differences ~1e-6
+relative). No Conv3d runs, so nothing here can hit the cuDNN Conv3d stall seen under bf16
+autocast, and no (B, C, N, D, T) tensor (330 MB per sample in fp32) is ever made.
+
+The Conv3d's parameters stay where MMAction2 keeps them (``x_3d_p.0.weight``/``bias``) and are
+passed in, so checkpoints interchange. :func:`interp1d_sample_mask` builds MMAction2's sample
+mask bit for bit, vectorised (the upstream Python loops take seconds at T = 100).
+
+Shape legend:
+    B: batch; C: input channels (BMN's hidden_dim_1d); T: temporal positions, also the start
+    index s of a proposal; D: duration index d (proposal covers positions s..s+d, D == T);
+    N: samples per proposal (num_samples); O: output channels (hidden_dim_3d);
+    K: merged (sample, position) axis, K = N·T, index n·T + t;
+    V: valid (duration, start) cells with s + d < T, in row-major (d, s) order;
+    X: all (duration, start) cells, X = D·T, index d·T + s.
+    Underscores split a name's axes where one axis merges several: ``y_B_ON_T`` is
+    (B, O·N, T), ``mask_T_NDT`` is (T, N·D·T).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def interp1d_sample_mask(
+    temporal_dim: int, boundary_ratio: float, num_samples: int, num_samples_per_bin: int
+) -> torch.Tensor:
+    """MMAction2's ``BMN.sample_mask``, equal bit for bit, built without Python loops.
+
+    Mirrors ``BMN._get_interp1d_mask`` / ``_get_interp1d_bin_mask`` (mmaction2 1.2.0): the
+    proposal (start s, duration d) is widened by ``boundary_ratio`` of its length on both
+    sides, N·bins points are spread evenly over it, each point interpolates its two
+    neighbouring positions (``math.modf`` truncation and ``math.ceil`` as upstream, so a point
+    in (-1, 0) lands on position 0), and each of the N samples averages its bins.
+
+    Returns:
+        mask_T_NDT: float32 (T, N·D·T), index [t, (n·D + d)·T + s], as upstream.
+    """
+    T, N, bins = temporal_dim, num_samples, num_samples_per_bin
+    mask_TNDS = np.zeros((T, N, T, T), dtype=np.float32)
+    n_points = N * bins
+    for d in range(T):
+        s_S = np.arange(T - d)  # starts with s + d < T
+        center_len = float(d) + 1
+        tmin_S = s_S - center_len * boundary_ratio
+        tmax_S = (s_S + d) + center_len * boundary_ratio
+        step_S = (tmax_S - tmin_S) / (n_points - 1.0)
+        points_SP = tmin_S[:, None] + step_S[:, None] * np.arange(n_points)
+        upper_SP = np.ceil(points_SP)
+        frac_SP, down_SP = np.modf(points_SP)
+        # contributions per (s, n) in upstream order: bin k's lower then upper neighbour
+        pos_SNC = np.stack([down_SP, upper_SP], -1).reshape(len(s_S), N, 2 * bins)
+        val_SNC = np.stack([1 - frac_SP, frac_SP], -1).reshape(len(s_S), N, 2 * bins)
+        keep_SNC = (pos_SNC >= 0) & (pos_SNC <= T - 1)
+        acc_SNT = np.zeros((len(s_S), N, T), dtype=np.float64)
+        s_idx, n_idx, _ = np.nonzero(keep_SNC)
+        # np.add.at is unbuffered and runs in index order, like the upstream += loop
+        np.add.at(acc_SNT, (s_idx, n_idx, pos_SNC[keep_SNC].astype(np.int64)), val_SNC[keep_SNC])
+        acc_SNT = 1.0 / bins * acc_SNT
+        mask_TNDS[:, :, d, : T - d] = acc_SNT.transpose(2, 1, 0).astype(np.float32)
+    return torch.from_numpy(mask_TNDS.reshape(T, N * T * T))
+
+
+def valid_cells(temporal_dim: int) -> torch.Tensor:
+    """Flat (d·T + s) indices of the cells with s + d < T, in row-major order.
+
+    Returns:
+        valid_V: int64 (V,), V = T(T+1)/2.
+    """
+    T = temporal_dim
+    d_DT, s_DT = torch.meshgrid(torch.arange(T), torch.arange(T), indexing="ij")
+    return torch.nonzero((d_DT + s_DT < T).flatten()).squeeze(1)
+
+
+class BoundaryMatchingConv(nn.Module):
+    """Sampling + Conv3d + ReLU of BMN's boundary-matching stage, as two GEMMs.
+
+    Holds the sample mask reordered for the second GEMM as non-persistent buffers (they
+    never enter a state_dict and are rebuilt from MMAction2's ``sample_mask``); the Conv3d's
+    weight and bias are arguments so that they stay in the model under MMAction2's names.
+
+    Args:
+        sample_mask_T_NDT: MMAction2's sample mask, (T, N·D·T).
+        temporal_dim: T.
+        num_samples: N.
+    """
+
+    mask_KV: torch.Tensor
+    valid_V: torch.Tensor
+
+    def __init__(self, sample_mask_T_NDT: torch.Tensor, temporal_dim: int, num_samples: int):
+        super().__init__()
+        self.temporal_dim = temporal_dim
+        self.num_samples = num_samples
+        self.register_buffer("valid_V", valid_cells(temporal_dim), persistent=False)
+        self.register_buffer("mask_KV", torch.empty(0), persistent=False)
+        self.set_sample_mask(sample_mask_T_NDT)
+
+    @torch.no_grad()
+    def set_sample_mask(self, sample_mask_T_NDT: torch.Tensor) -> None:
+        """(Re)builds ``mask_KV`` from MMAction2's (T, N·D·T) sample mask."""
+        T, N = self.temporal_dim, self.num_samples
+        mask_TNX = sample_mask_T_NDT.detach().reshape(T, N, T * T)
+        mask_KX = mask_TNX.transpose(0, 1).reshape(N * T, T * T)
+        device = self.valid_V.device
+        self.mask_KV = mask_KX.to(device).index_select(1, self.valid_V).contiguous()
+
+    def forward(
+        self, feats_BCT: torch.Tensor, weight_OCN11: torch.Tensor, bias_O: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Boundary-matching features for every (duration, start) cell.
+
+        Args:
+            feats_BCT: features after BMN's ``x_1d_p``.
+            weight_OCN11: the Conv3d weight, (O, C, N, 1, 1).
+            bias_O: the Conv3d bias or None.
+
+        Returns:
+            out_BODT: ``relu(Conv3d(sampled))`` as MMAction2's ``x_3d_p(...).squeeze(2)``.
+        """
+        B, C, T = feats_BCT.shape
+        n_out, N = weight_OCN11.shape[0], self.num_samples
+        weight_ON_C = weight_OCN11.reshape(n_out, C, N).transpose(1, 2).reshape(n_out * N, C)
+        y_B_ON_T = torch.matmul(weight_ON_C, feats_BCT)  # (B, O·N, T), i.e. (B, O, K)
+        mask_KV = self.mask_KV.to(y_B_ON_T.dtype)
+        out_BO_V = torch.matmul(y_B_ON_T.reshape(B * n_out, N * T), mask_KV)
+        out_BOX = out_BO_V.new_zeros(B, n_out, T * T)
+        out_BOX.index_copy_(2, self.valid_V, out_BO_V.view(B, n_out, -1))
+        if bias_O is not None:
+            out_BOX.add_(bias_O.to(out_BOX.dtype).view(1, n_out, 1))
+        return F.relu(out_BOX.view(B, n_out, T, T), inplace=True)

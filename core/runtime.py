@@ -1,0 +1,69 @@
+"""Process-level setup shared by the jobs: logging, Ray, run ids, package versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import uuid
+from importlib import metadata
+
+log = logging.getLogger(__name__)
+
+_FORWARDED_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Configures the root logger once, in a job's ``main()``."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def new_run_id() -> str:
+    """Sortable and unique: ``20261123T201500Z-3f2a9c1d``."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Connects to the cluster a job was submitted to (``RAY_ADDRESS``, set by
+    ``ray job submit``), or starts a local Ray embedded in this process.
+
+    S3 endpoint and region variables are forwarded to the workers, so that an
+    ``endpoint_url`` set for this job reaches every task. Credentials are not forwarded:
+    workers read them from their own environment or instance profile as usual.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)}
+    runtime_env = {"env_vars": env} if env else None
+    if os.environ.get("RAY_ADDRESS"):
+        log.info("connecting to the Ray cluster at %s", os.environ["RAY_ADDRESS"])
+        ray.init(runtime_env=runtime_env, log_to_driver=True)
+    else:
+        log.info("starting an embedded local Ray")
+        ray.init(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            runtime_env=runtime_env,
+            include_dashboard=False,
+            configure_logging=False,
+        )
+
+
+def package_versions(names: tuple[str, ...] = (
+    "torch", "ray", "mmengine", "mmcv", "mmaction2", "numpy", "pyarrow", "av",
+)) -> dict[str, str]:
+    """Installed versions of the packages that decide a run's numbers."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
