@@ -218,6 +218,9 @@ def evaluate_full(
     keep_M = video_M >= 0
     frame, video_M = frame[keep_M], video_M[keep_M]
     gt = _ground_truth(annos)
+    empty = sum(1 for video in annos.values() if not video.labels)
+    if empty:
+        logger.info("%d of %d evaluated videos have no ground truth", empty, len(annos))
     if len(gt[0]) == 0:
         raise EvaluationInputError("the evaluated videos have no ground-truth segments")
     if len(frame) == 0:

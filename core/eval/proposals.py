@@ -144,9 +144,11 @@ def _pairs(gt_video_N: np.ndarray, kept_V: np.ndarray) -> tuple[np.ndarray, np.n
 def _first_hit_TN(
     pair_gt_P: np.ndarray, pair_rank_P: np.ndarray, tiou_P: np.ndarray, tiou_T: np.ndarray, n: int
 ) -> np.ndarray:
-    """Per threshold and segment, the rank of the best proposal that overlaps it enough
-    (``n_max`` = int64 max where none does). Pairs must be ordered by segment then rank."""
+    """Per threshold and segment, the rank of the best-ranked proposal that overlaps it
+    enough (int64 max where none does). Pairs must be ordered by segment then rank."""
     first_TN = np.full((len(tiou_T), n), np.iinfo(np.int64).max, dtype=np.int64)
+    reach_P = np.flatnonzero(tiou_P >= tiou_T.min())  # usually a small fraction of the pairs
+    pair_gt_P, pair_rank_P, tiou_P = pair_gt_P[reach_P], pair_rank_P[reach_P], tiou_P[reach_P]
     for t, threshold in enumerate(tiou_T):
         hit_P = np.flatnonzero(tiou_P >= threshold)
         gt_H = pair_gt_P[hit_P]
@@ -262,12 +264,15 @@ def average_recall_flat(
     )
 
 
-def _columns(array_like, n: int) -> np.ndarray:
-    """The first ``n`` columns of a 2-D array as float64; ``(0, n)`` when empty."""
-    array = np.asarray(array_like)
-    if array.size == 0:
-        return np.zeros((0, n))
-    return np.atleast_2d(array)[:, :n].astype(np.float64)
+def _stack(arrays: list, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` columns of per-video 2-D arrays stacked as float64, and the row count
+    of each (empty inputs count 0 rows)."""
+    arrays = [np.asarray(a) for a in arrays]
+    rows = np.array([len(a) if a.size else 0 for a in arrays], dtype=np.int64)
+    parts = [np.atleast_2d(a)[:, :n] for a in arrays if a.size]
+    if not parts:
+        return np.zeros((0, n)), rows
+    return np.concatenate(parts).astype(np.float64), rows
 
 
 def average_recall_at_avg_proposals(
@@ -288,13 +293,12 @@ def average_recall_at_avg_proposals(
         total_num_proposals: MMAction2's argument; default: proposals of the evaluated videos.
     """
     video_ids = list(ground_truth)
-    gts = [_columns(ground_truth[v], 2) for v in video_ids]
-    props = [_columns(proposals.get(v, ()), 3) for v in video_ids]
-    props_M3 = np.concatenate(props) if props else np.zeros((0, 3))
+    gt_N2, gt_rows_V = _stack([ground_truth[v] for v in video_ids], 2)
+    props_M3, prop_rows_V = _stack([proposals.get(v, ()) for v in video_ids], 3)
     return average_recall_flat(
-        gt_video_N=np.repeat(np.arange(len(gts)), [len(g) for g in gts]),
-        gt_segments_N2=np.concatenate(gts) if gts else np.zeros((0, 2)),
-        prop_video_M=np.repeat(np.arange(len(props)), [len(p) for p in props]),
+        gt_video_N=np.repeat(np.arange(len(video_ids)), gt_rows_V),
+        gt_segments_N2=gt_N2,
+        prop_video_M=np.repeat(np.arange(len(video_ids)), prop_rows_V),
         prop_segments_M2=props_M3[:, :2],
         prop_scores_M=props_M3[:, 2],
         num_videos=len(video_ids),

@@ -198,6 +198,8 @@ class FeatureExtractor:
         return np.concatenate(parts)
 
     def _forward(self, clips_NTHWC: np.ndarray) -> np.ndarray:
+        if not clips_NTHWC.flags.writeable:  # Ray hands out read-only views; torch wants to own
+            clips_NTHWC = clips_NTHWC.copy()
         x_NTHWC = torch.from_numpy(np.ascontiguousarray(clips_NTHWC)).to(self.device)
         x_NTHWC = (x_NTHWC.float() - self.mean_C) / self.std_C
         n, t, h, w, c = x_NTHWC.shape
@@ -232,8 +234,11 @@ def build_recognizer(
     import mmaction.models  # noqa: F401  (registers the recognizers, backbones and heads)
     from mmaction.registry import MODELS
 
+    from mmengine.registry import DefaultScope
+
     cfg = copy.deepcopy(model_cfg)
-    with torch.random.fork_rng(devices=[]):
+    # nested parts (data_preprocessor, heads) resolve in the default scope: make it mmaction's
+    with torch.random.fork_rng(devices=[]), DefaultScope.overwrite_default_scope("mmaction"):
         torch.manual_seed(seed)
         model = MODELS.build(cfg)
         if checkpoint is None:

@@ -54,6 +54,20 @@ def checkpoint_facts(uri: str | None, allow_pickle: bool = False) -> dict:
     }
 
 
+def resolve_class_names(num_classes: int, names: list[str] | None) -> list[str]:
+    """The head's class names: those given (checkpoint's, else config's), else ``class_<i>``.
+
+    Raises:
+        ValueError: names were given but their number differs from the head's classes.
+    """
+    names = list(names or [])
+    if not names:
+        return [f"class_{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for an action head of {num_classes} classes")
+    return names
+
+
 class Localizer:
     """A BMN-with-classification model ready for batched inference."""
 
@@ -140,9 +154,5 @@ def load_localizer(
         torch.manual_seed(seed)
         model = build_bmn_cls(model_cfg)
         log.warning("localizer has random weights: proposals are meaningless until trained")
-    k = model.num_action_classes
-    if k and len(names) != k:
-        names = [f"class_{i}" for i in range(k)] if not names else names
-        if len(names) != k:
-            raise ValueError(f"{len(names)} class names for a head of {k} classes")
+    names = resolve_class_names(model.num_action_classes, names)
     return Localizer(model, names, device, dtype)

