@@ -6,8 +6,10 @@ GPU, torch version, date and samples/s per configuration, plus each one's ratio 
 fp32 run measured in the same process.
 
     python benchmarks/bmn_train.py --output bmn_train.json                  # CUDA, full size
-    python benchmarks/bmn_train.py --device cpu --steps 2 --batch 2 \\
-        --temporal-dim 16 --feat-dim 32 --output /tmp/bmn_smoke.json        # CPU smoke test
+    python benchmarks/bmn_train.py --device cpu --steps 2 --batch 2 --output /tmp/smoke.json
+
+On a CPU the defaults shrink to a smoke test (T = 16, 32 feature channels, one warm-up step);
+pass --temporal-dim 100 --feat-dim 400 for full size there.
 
 Configurations: ``upstream`` is ``BMN.forward(list_of_tensors, data_samples, mode='loss')``
 (numpy ``generate_labels`` + ``BMNLoss``) at the first --batch; ``ours`` is
@@ -160,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64, 128],
                         help="batch sizes for ours; MMAction2's runs at the first")  # fmt: skip
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--temporal-dim", type=int, default=100)
-    parser.add_argument("--feat-dim", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=None, help="default 5 (CUDA), 1 (CPU)")
+    parser.add_argument(
+        "--temporal-dim", type=int, default=None, help="default 100 (CUDA), 16 (CPU)"
+    )
+    parser.add_argument("--feat-dim", type=int, default=None, help="default 400 (CUDA), 32 (CPU)")
     parser.add_argument("--num-samples", type=int, default=32)
     parser.add_argument(
         "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
@@ -171,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-upstream", action="store_true")
     args = parser.parse_args(argv)
     device = args.device
+    full = device.startswith("cuda")  # on a CPU the defaults make a smoke test
+    args.warmup = args.warmup if args.warmup is not None else (5 if full else 1)
+    args.temporal_dim = args.temporal_dim or (100 if full else 16)
+    args.feat_dim = args.feat_dim or (400 if full else 32)
     gen = torch.Generator().manual_seed(0)
     batches = {b: random_batch(b, args, gen, device) for b in sorted(set(args.batch))}
     rows = []

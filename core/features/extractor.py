@@ -233,7 +233,6 @@ def build_recognizer(
     """Builds an MMAction2 recognizer on the CPU, with checkpoint or seeded random weights."""
     import mmaction.models  # noqa: F401  (registers the recognizers, backbones and heads)
     from mmaction.registry import MODELS
-
     from mmengine.registry import DefaultScope
 
     cfg = copy.deepcopy(model_cfg)

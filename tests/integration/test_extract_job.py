@@ -54,6 +54,7 @@ def video_dir(tmp_path_factory) -> tuple[pathlib.Path, dict[str, str]]:
     videos.make_video(folder / "odd_321x241.mp4", 321, 241, seconds=1, pix_fmt="yuv444p")
     videos.make_video(folder / "portrait.mp4", 120, 212, seconds=1)
     videos.make_video(folder / "vp9.webm", 160, 120, seconds=1, codec="libvpx-vp9")
+    (root / "broken").mkdir()
     broken = videos.make_broken_videos(root / "broken")
     reasons = {}
     for name in ("truncated_half.mp4", "zero_bytes.mp4", "text.mp4"):
@@ -97,7 +98,8 @@ def test_extract_then_rerun_adds_nothing(video_dir, tmp_path):
 def test_killed_run_resumes_without_duplicates(video_dir, tmp_path):
     folder, reasons = video_dir
     out = tmp_path / "out"
-    slow = ["extractor.num_actors=1", "extractor.videos_per_call=1", "write_batch_size=1"]
+    slow = ["extractor.num_actors=1", "extractor.videos_per_call=1", "localizer.batch_size=1",
+            "write_batch_size=1"]  # fmt: skip
     cmd = [sys.executable, "-m", "jobs.extract", "--config", CONFIG, "--num-cpus", "2",
            "--input", str(folder), "--output", str(out), "--cfg-options", *slow]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -105,14 +107,14 @@ def test_killed_run_resumes_without_duplicates(video_dir, tmp_path):
     commits_dir = out / "_commits"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if commits_dir.exists() and len(list(commits_dir.glob("*.json"))) >= 2:
+        if commits_dir.exists() and len(list(commits_dir.glob("*.json"))) >= 1:
             break
-        time.sleep(0.2)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     committed = len(list(commits_dir.glob("*.json")))
     total = len(list(folder.iterdir()))
-    assert 2 <= committed < total, "the run should have been killed mid-way"
+    assert 1 <= committed < total, "the run should have been killed mid-way"
     # what a kill between a batch's files and its commit marker leaves behind
     orphan = out / "proposals" / "run_id=killed" / ("part-" + "0" * 32 + ".parquet")
     orphan.parent.mkdir(parents=True, exist_ok=True)

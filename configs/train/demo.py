@@ -1,0 +1,32 @@
+# A tiny, CPU-fast localizer for the demo and the tests: about a minute on 2 CPUs with 2
+# workers for ~60 synthetic videos. feat_dim must match the features (the demo extractor's
+# output, e.g. 400 class scores of TSN-R18, or 512 pooled): override with
+#   --cfg-options model.feat_dim=512
+# num_action_classes=None takes the number of classes from the annotations.
+
+model = dict(
+    type="BMNwActionCls",
+    temporal_dim=32,
+    boundary_ratio=0.5,
+    num_samples=8,
+    num_samples_per_bin=3,
+    feat_dim=400,
+    soft_nms_alpha=0.4,
+    soft_nms_low_threshold=0.5,
+    soft_nms_high_threshold=0.9,
+    post_process_top_k=32,
+    hidden_dim_1d=64,
+    hidden_dim_2d=32,
+    hidden_dim_3d=64,
+    num_action_classes=None,
+)
+
+epochs = 12
+batch_size = 8  # global
+val_batch_size = 32
+optim = dict(lr=2e-3, weight_decay=1e-4, grad_clip_max_norm=40.0, milestones=[9], gamma=0.1)
+scaling = dict(num_workers=2, use_gpu=False, cpus_per_worker=1)
+checkpoint = dict(num_to_keep=1, score="AUC")
+dtype = "float32"
+seed = 0
+max_failures = 1

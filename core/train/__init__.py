@@ -1,0 +1,17 @@
+"""Training the BMN-with-classification localizer on Ray Train.
+
+* :mod:`core.train.config` the train job's config schema.
+* :mod:`core.train.data` annotations + features Parquet -> splits, shards, batches.
+* :mod:`core.train.loop` model, optimizer, one epoch, train state, the Ray Train worker loop.
+* :mod:`core.train.evaluation` validation metrics of a localizer on features in memory.
+* :mod:`core.train.final` best.pth export, the final evaluation, the training curves.
+* :mod:`core.train.trainer` the driver: TorchTrainer, resume, outputs.
+
+Only :mod:`core.train.loop` and :mod:`core.train.trainer` touch Ray, and only inside the
+functions that need it.
+"""
+
+from core.train.config import TrainConfig
+from core.train.data import TrainDataError
+
+__all__ = ["TrainConfig", "TrainDataError"]

@@ -1,0 +1,89 @@
+"""Validation of a localizer on features in memory: proposals, then core.eval's metrics.
+
+Proposals come from :class:`core.models.localizer.Localizer`, the path jobs.extract runs, so
+the numbers a training run reports are the numbers extract's proposals would get.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from core.eval.annotations import Annotations
+from core.eval.metrics import Evaluation, EvaluationInputError, evaluate_full
+from core.io.tables import VIDEO_ID
+from core.models.localizer import Localizer
+from core.train.data import ShardArrays
+
+log = logging.getLogger(__name__)
+
+HEADLINE = ("AR@1", "AR@5", "AR@10", "AR@100", "AUC", "mAP", "mAP@0.5", "mAP@0.75", "mAP@0.95")
+
+
+def proposals_frame(
+    video_ids: list[str],
+    props_BP4: np.ndarray,
+    label_BP: np.ndarray,
+    valid_BP: np.ndarray,
+    class_names: list[str],
+) -> pd.DataFrame:
+    """The rows of :meth:`Localizer.propose`'s padded output in the proposals table's columns."""
+    b_idx, p_idx = np.nonzero(valid_BP)
+    props_M4 = props_BP4[b_idx, p_idx]
+    label_M = label_BP[b_idx, p_idx].astype(np.int64)
+    names = np.asarray([*class_names, ""], dtype=object)  # -1 (no head) -> ""
+    return pd.DataFrame(
+        {
+            VIDEO_ID: np.asarray(video_ids, dtype=object)[b_idx],
+            "t_start": props_M4[:, 0],
+            "t_end": props_M4[:, 1],
+            "score": props_M4[:, 2],
+            "label": names[label_M],
+            "label_id": label_M,
+            "label_score": props_M4[:, 3],
+        }
+    )
+
+
+def predict(localizer: Localizer, shard: ShardArrays, batch_size: int) -> pd.DataFrame:
+    """Proposals of every video of the shard, in batches."""
+    frames = []
+    for i in range(0, len(shard), batch_size):
+        sl = slice(i, i + batch_size)
+        props, labels, valid = localizer.propose(shard.feats_NCT[sl], shard.durations_N[sl])
+        frames.append(
+            proposals_frame(shard.video_ids[sl], props, labels, valid, localizer.class_names)
+        )
+    return pd.concat(frames, ignore_index=True) if frames else proposals_frame([], *_empty())
+
+
+def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    return np.zeros((0, 0, 4)), np.zeros((0, 0), np.int32), np.zeros((0, 0), bool), []
+
+
+def evaluate_localizer(
+    localizer: Localizer, shard: ShardArrays, annotations: Annotations, batch_size: int
+) -> Evaluation:
+    """AR@AN, AUC and detection mAP of the localizer's proposals on the shard's videos."""
+    frame = predict(localizer, shard, batch_size)
+    if localizer.model.num_action_classes == 0:
+        frame = frame.drop(columns=["label", "label_score"])
+    return evaluate_full(frame, annotations, classes=localizer.class_names)
+
+
+def headline(metrics: dict) -> dict[str, float]:
+    """The scalar metrics reported per epoch (those of :data:`HEADLINE` that are present)."""
+    return {k: float(metrics[k]) for k in HEADLINE if k in metrics}
+
+
+def validation_metrics(
+    localizer: Localizer, shard: ShardArrays, annotations: Annotations, batch_size: int
+) -> dict[str, float]:
+    """:func:`headline` metrics, zeros with a warning when nothing could be evaluated."""
+    try:
+        return headline(evaluate_localizer(localizer, shard, annotations, batch_size).metrics)
+    except EvaluationInputError as e:
+        log.warning("validation could not be evaluated (%s): metrics are 0", e)
+        return dict.fromkeys(HEADLINE, 0.0)

@@ -1,0 +1,252 @@
+"""The driver of a training run: data, Ray Train's TorchTrainer, then the final evaluation task.
+
+Output layout (``OUTPUT`` is any URI Ray Train and :mod:`core.storage` both reach: a local
+path or ``s3://``)::
+
+    OUTPUT/checkpoints/      Ray Train's run folder (RunConfig(storage_path=OUTPUT,
+                             name="checkpoints")): checkpoint_*/train_state.pt, its snapshot
+    OUTPUT/config.py         the resolved config
+    OUTPUT/best.pth          best epoch by validation AUC, localizer format (extract's input)
+    OUTPUT/metrics.json      final evaluation of best.pth on the validation videos
+    OUTPUT/ar_an.png, OUTPUT/training_curves.png, OUTPUT/history.json
+
+Resuming (Ray Train V2, ray 2.60): a TorchTrainer whose RunConfig names the same
+``storage_path`` and ``name`` finds ``checkpoint_manager_snapshot.json`` in the run folder and
+hands the latest checkpoint to the workers through ``ray.train.get_checkpoint()``; the same
+path serves worker-group restarts within a run (``FailureConfig(max_failures)``). V2 has no
+``resume_from_checkpoint`` (it raises). So ``--resume`` reuses the folder, and a new run on a
+folder that holds one is refused instead of silently continuing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mmengine.config import Config
+
+from core import config as config_lib
+from core import storage
+from core.train import data, final
+from core.train.config import TrainConfig, fingerprint_dict, validate_train_config
+from core.train.loop import load_state_file, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+CONFIG_FILE = "config.py"
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's run state (ray 2.60)
+
+
+class TrainRunError(RuntimeError):
+    """A run that must not start: output conflicts, a resume with another config."""
+
+
+@dataclasses.dataclass
+class TrainSummary:
+    output_uri: str
+    epochs_done: int
+    epochs: int
+    seconds: float
+    history: list[dict[str, float]]
+    best_uri: str | None = None
+    best_epoch: int | None = None
+    best_sha256: str | None = None
+    metrics: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.epochs_done >= self.epochs
+
+
+def absolute_uri(uri: str) -> str:
+    """Local paths made absolute: Ray Train workers run in another working directory."""
+    return os.path.abspath(storage.strip_protocol(uri)) if storage.is_local(uri) else uri
+
+
+def resolve_model_cfg(model: Mapping[str, Any], training_set: data.TrainingSet) -> dict[str, Any]:
+    """The model dict with ``num_action_classes`` filled in, checked against the data.
+
+    Raises:
+        config.ConfigError: feat_dim / temporal_dim do not match the features, or the number
+            of classes does not match the annotations.
+    """
+    out = dict(model)
+    out.setdefault("type", "BMNwActionCls")
+    k = len(training_set.class_names)
+    if out.get("num_action_classes", 0) is None:
+        out["num_action_classes"] = k
+    elif out.get("num_action_classes", 0) not in (0, k):
+        raise config_lib.ConfigError(
+            f"model.num_action_classes={out['num_action_classes']} but the annotations have "
+            f"{k} classes: set it to {k}, to None (from the annotations) or 0 (no action head)"
+        )
+    for key, have in (("feat_dim", training_set.C), ("temporal_dim", training_set.T)):
+        if out.get(key) != have:
+            raise config_lib.ConfigError(
+                f"model.{key}={out.get(key)} but the features have {have} "
+                f"({'channels' if key == 'feat_dim' else 'positions'}): set model.{key}={have}"
+            )
+    return out
+
+
+def check_output(output_uri: str, cfg: TrainConfig, resume: bool) -> bool:
+    """Whether a previous run can be continued; raises TrainRunError on a conflict."""
+    has_run = storage.exists(storage.join(output_uri, CHECKPOINTS, SNAPSHOT))
+    if has_run and not resume:
+        raise TrainRunError(
+            f"{output_uri} already holds a training run: pass --resume to continue it, "
+            "or choose a new --output"
+        )
+    if not has_run:
+        if resume:
+            log.warning("--resume: no previous run under %s, starting from scratch", output_uri)
+        return False
+    previous_uri = storage.join(output_uri, CONFIG_FILE)
+    with storage.local_path(previous_uri, suffix=".py") as path:
+        previous, _ = config_lib.load(path, TrainConfig)
+    if fingerprint_dict(previous) != fingerprint_dict(cfg):
+        old, new = fingerprint_dict(previous), fingerprint_dict(cfg)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise TrainRunError(
+            f"--resume with a config that differs from the run's ({previous_uri}) in {changed}: "
+            "a resumed run must compute what the uninterrupted one would"
+        )
+    return True
+
+
+def run_config_storage(output_uri: str) -> dict[str, Any]:
+    """``storage_path`` (and ``storage_filesystem`` for object stores) of Ray's RunConfig."""
+    if storage.is_local(output_uri):
+        return {"storage_path": absolute_uri(output_uri)}
+    fs, path = storage.pyarrow_filesystem(output_uri)
+    return {"storage_path": path, "storage_filesystem": fs}
+
+
+def make_trainer(
+    cfg: TrainConfig,
+    model_cfg: dict[str, Any],
+    training_set: data.TrainingSet,
+    output_uri: str,
+    train_loop: Callable[[dict], None] = train_loop_per_worker,
+):
+    """A TorchTrainer over the training set's Ray datasets (nothing runs yet)."""
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchTrainer
+
+    options: ExecutionOptions = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True  # deterministic shards (and no locality reordering)
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": cfg, "model_cfg": model_cfg, "training_set": training_set},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=CHECKPOINTS,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.checkpoint.num_to_keep,
+                checkpoint_score_attribute=cfg.checkpoint.score,
+                checkpoint_score_order="max",
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            **run_config_storage(output_uri),
+        ),
+        datasets={
+            data.TRAIN: data.features_dataset(training_set, data.TRAIN),
+            data.VAL: data.features_dataset(training_set, data.VAL),
+        },
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=[data.TRAIN], execution_options=options
+        ),
+    )
+
+
+def best_checkpoint(result, score: str):
+    """The kept checkpoint with the highest ``score`` (the earliest epoch among ties)."""
+    candidates = [(c, m) for c, m in (result.best_checkpoints or []) if score in m]
+    if not candidates:
+        raise TrainRunError(f"no checkpoint reported the validation metric {score!r}")
+    return max(candidates, key=lambda cm: (cm[1][score], -cm[1]["epoch"]))
+
+
+def _load_saved(checkpoint) -> dict[str, Any]:
+    with checkpoint.as_directory() as directory:
+        return load_state_file(directory)
+
+
+def run_training(
+    cfg: TrainConfig,
+    raw_cfg: Config,
+    features_uri: str,
+    annotations_uri: str,
+    output_uri: str,
+    resume: bool = False,
+    train_loop: Callable[[dict], None] = train_loop_per_worker,
+) -> TrainSummary:
+    """Trains, exports ``best.pth`` and evaluates it (see the module docstring).
+
+    Raises:
+        data.TrainDataError, config.ConfigError, TrainRunError: before anything runs.
+        ray.train.TrainingFailedError: the workers failed more than ``max_failures`` times.
+    """
+    import ray
+
+    start = time.perf_counter()
+    validate_train_config(cfg)
+    features_uri, annotations_uri = absolute_uri(features_uri), absolute_uri(annotations_uri)
+    output_uri = absolute_uri(output_uri)
+    check_output(output_uri, cfg, resume)
+    data_cfg = cfg.data
+    if data_cfg.val_annotations:
+        data_cfg = dataclasses.replace(data_cfg, val_annotations=absolute_uri(data_cfg.val_annotations))
+    training_set = data.prepare_training_set(features_uri, annotations_uri, data_cfg)
+    model_cfg = resolve_model_cfg(cfg.model, training_set)
+    config_lib.save_resolved(raw_cfg, storage.join(output_uri, CONFIG_FILE))
+    log.info(
+        "training on %s videos, validating on %s, %d classes, features %d x %d, %d worker(s)",
+        training_set.counts()[data.TRAIN], training_set.counts()[data.VAL],
+        len(training_set.class_names), training_set.C, training_set.T, cfg.scaling.num_workers,
+    )  # fmt: skip
+    result = make_trainer(cfg, model_cfg, training_set, output_uri, train_loop).fit()
+    latest = _load_saved(result.checkpoint)
+    summary = TrainSummary(output_uri, latest["epoch"], cfg.epochs, 0.0, latest["history"])
+    storage.write_json(storage.join(output_uri, final.HISTORY), summary.history)
+    final.write_training_curves(summary.history, storage.join(output_uri, final.CURVES_PNG))
+    if summary.finished:
+        checkpoint, metrics = best_checkpoint(result, cfg.checkpoint.score)
+        saved = latest if metrics["epoch"] == latest["epoch"] else _load_saved(checkpoint)
+        summary.best_uri = storage.join(output_uri, final.BEST)
+        summary.best_epoch = int(saved["epoch"])
+        summary.best_sha256 = final.export_best(
+            saved, model_cfg, training_set.class_names, summary.best_uri,
+            metrics={k: metrics[k] for k in metrics if isinstance(metrics[k], (int, float))},
+            seed=cfg.seed,
+        )  # fmt: skip
+        if cfg.final_eval:
+            task = ray.remote(final.final_evaluation).options(
+                num_cpus=1, num_gpus=1 if cfg.scaling.use_gpu else 0
+            )
+            device = "cuda" if cfg.scaling.use_gpu else "cpu"
+            summary.metrics = ray.get(
+                task.remote(summary.best_uri, training_set, output_uri, device, cfg.dtype,
+                            cfg.val_batch_size)
+            )  # fmt: skip
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def summary_json(summary: TrainSummary) -> str:
+    """A short JSON of the run for logs (no history)."""
+    out = {k: v for k, v in dataclasses.asdict(summary).items() if k != "history"}
+    if summary.metrics:
+        out["metrics"] = {k: v for k, v in summary.metrics.items() if not isinstance(v, dict)}
+    return json.dumps(out, indent=2, default=str)

@@ -1,0 +1,93 @@
+"""Train: features Parquet + annotations → BMN-with-classification on Ray Train → best.pth.
+
+    python -m jobs.train --config configs/train/demo.py --features OUT --annotations ANNO.json \
+        --output RUN [--num-workers N] [--use-gpu] [--resume] [--cfg-options k=v ...]
+
+``--features`` is an extract / import_features output (its ``features/`` table) or the table
+folder itself. Writes RUN/checkpoints/ (Ray Train's), RUN/best.pth (what ``jobs.extract
+--checkpoint`` takes), RUN/metrics.json, RUN/ar_an.png, RUN/training_curves.png,
+RUN/history.json and RUN/config.py. ``--resume`` continues RUN's run from its latest
+checkpoint. Runs embedded (a local Ray starts) or under ``ray job submit --working-dir .``.
+Exit codes: 0 done (or stopped by ``stop_after_epoch``), 1 training failed, 2 unusable input,
+config or output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from core import config, runtime, storage
+from core.train import TrainConfig, TrainDataError
+from core.train.config import validate_train_config
+from core.train.trainer import TrainRunError, run_training, summary_json
+
+log = logging.getLogger("jobs.train")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    config.add_config_args(parser)
+    parser.add_argument("--features", required=True, help="features Parquet URI")
+    parser.add_argument("--annotations", required=True, help="ActivityNet or MMAction2 JSON URI")
+    parser.add_argument("--output", required=True, help="run output URI (local or s3://)")
+    parser.add_argument("--num-workers", type=int, default=None, help="Ray Train workers")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker (NCCL)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output")
+    parser.add_argument("--num-cpus", type=int, default=None, help="embedded Ray only")
+    return parser.parse_args(argv)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict:
+    """--cfg-options plus the flags that are config keys (so config.py records them)."""
+    options = dict(args.cfg_options or {})
+    if args.num_workers is not None:
+        options["scaling.num_workers"] = args.num_workers
+    if args.use_gpu:
+        options["scaling.use_gpu"] = True
+    return options
+
+
+def embedded_cpus(cfg: TrainConfig, requested: int | None) -> int:
+    """Logical CPUs for an embedded Ray: the workers' share plus some for Ray Data reads."""
+    needed = int(cfg.scaling.num_workers * cfg.scaling.cpus_per_worker) + 1
+    return requested or max(os.cpu_count() or 1, needed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    runtime.setup_logging()
+    try:
+        cfg, raw = config.load(args.config, TrainConfig, cli_overrides(args))
+        validate_train_config(cfg)
+        storage.set_s3_endpoint(cfg.storage.endpoint_url)
+    except (config.ConfigError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+    runtime.init_ray(num_cpus=embedded_cpus(cfg, args.num_cpus))
+    try:
+        summary = run_training(
+            cfg, raw, args.features, args.annotations, args.output, resume=args.resume
+        )
+    except (TrainDataError, TrainRunError, config.ConfigError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+    except FileNotFoundError as e:
+        log.error("not found: %s", e)
+        return 2
+    except Exception as e:  # ray.train.TrainingFailedError and what the workers raised
+        log.error("training failed: %s: %s", type(e).__name__, e)
+        return 1
+    if not summary.finished:
+        log.info(
+            "stopped after epoch %d of %d (stop_after_epoch); continue with --resume",
+            summary.epochs_done, summary.epochs,
+        )  # fmt: skip
+    sys.stdout.write(summary_json(summary) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
