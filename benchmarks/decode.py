@@ -41,6 +41,7 @@ sys.path.insert(0, ROOT)  # the repo root, for ``core``
 import av  # noqa: E402
 import cv2  # noqa: E402
 import decord  # noqa: E402
+import numpy as np  # noqa: E402
 
 from core.video.decode import SamplingConfig, iter_snippets  # noqa: E402
 
@@ -119,13 +120,10 @@ ROBUSTNESS = {**DECODERS, "iter_snippets": pipeline_frames}
 # ----------------------------------------------------------------------------- speed
 
 
-def best_of(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
-    best, out = float("inf"), 0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+def timed(fn: Callable[[], int]) -> tuple[float, int]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
 
 
 def count_frames(path: str) -> int:
@@ -134,28 +132,36 @@ def count_frames(path: str) -> int:
 
 
 def time_video(path: str, repeats: int) -> dict:
+    """Every variant ``repeats`` times, round-robin so that load from other processes on a
+    shared machine spreads over all of them; reports the best and the median run."""
     total = count_frames(path)
     with av.open(path) as container:
         s = container.streams.video[0]
         info = {"frames": total, "size": f"{s.width}x{s.height}", "codec": s.codec_context.name}
-    rows = {}
+    variants: dict[str, Callable[[], int]] = {}
     for name, fn in DECODERS.items():
         for mode, step in (("all", 1), (f"every{STEP}", STEP)):
-            seconds, kept = best_of(lambda fn=fn, step=step: fn(path, step), repeats)
-            rows[f"{name}/{mode}"] = {
-                "seconds": round(seconds, 3),
-                "decoded_frames_per_s": round(total / seconds, 1),
-                "kept_frames": kept,
-            }
-            print(f"{os.path.basename(path)} {name}/{mode}: {total / seconds:.0f} frames/s")
+            variants[f"{name}/{mode}"] = lambda fn=fn, step=step: fn(path, step)
     for name, cfg in SAMPLINGS.items():
-        seconds, n = best_of(lambda cfg=cfg: pipeline_snippets(path, cfg), repeats)
-        rows[f"iter_snippets/{name}"] = {
-            "seconds": round(seconds, 3),
-            "decoded_frames_per_s": round(total / seconds, 1),
-            "snippets": n,
+        variants[f"iter_snippets/{name}"] = lambda cfg=cfg: pipeline_snippets(path, cfg)
+    runs: dict[str, list[float]] = {key: [] for key in variants}
+    outputs: dict[str, int] = {}
+    for _ in range(repeats):
+        for key, fn in variants.items():
+            seconds, outputs[key] = timed(fn)
+            runs[key].append(seconds)
+    rows = {}
+    for key, seconds in runs.items():
+        best, median = min(seconds), float(np.median(seconds))
+        rows[key] = {
+            "best_frames_per_s": round(total / best, 1),
+            "median_frames_per_s": round(total / median, 1),
+            "runs_s": [round(x, 3) for x in seconds],
+            "kept_frames_or_snippets": outputs[key],
         }
-        print(f"{os.path.basename(path)} iter_snippets/{name}: {total / seconds:.0f} frames/s")
+        print(
+            f"{os.path.basename(path)} {key}: best {total / best:.0f}, median {total / median:.0f} frames/s"
+        )
     return {"video": info, "results": rows}
 
 
@@ -330,6 +336,11 @@ def main() -> None:
     parser.add_argument("--real", default=None, help="a real 720p H.264 file (bigbuckbunny)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--long-minutes", type=float, default=5.0)
+    parser.add_argument(
+        "--sections",
+        default="speed,robustness,memory",
+        help="comma-separated; sections not run keep their values from an existing --out",
+    )
     parser.add_argument("--child", nargs=2, metavar=("DECODER", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--memory-child", nargs=2, metavar=("SAMPLING", "PATH"), help=argparse.SUPPRESS
@@ -340,25 +351,32 @@ def main() -> None:
     if args.memory_child:
         return memory_child(args.memory_child[1], args.memory_child[0])
 
-    make_synthetic(args.synthetic)
-    small = os.path.join(tempfile.gettempdir(), "bench_small_320x240.mp4")
-    make_small(small)
-    report = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "pyav": av.__version__,
-            "pyav_ffmpeg": str(getattr(av, "ffmpeg_version_info", "")),
-            "decord": decord.__version__,
-            "opencv": cv2.__version__,
-            "note": "shared machine; best of --repeats runs",
-        },
-        "speed": {"synthetic_testsrc2": time_video(args.synthetic, args.repeats)},
+    sections = set(args.sections.split(","))
+    report = {}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            report = json.load(f)
+    report["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "pyav": av.__version__,
+        "pyav_ffmpeg": str(getattr(av, "ffmpeg_version_info", "")),
+        "decord": decord.__version__,
+        "opencv": cv2.__version__,
+        "note": "shared 2-core machine with other jobs running: compare variants of one run",
     }
-    if args.real:
-        report["speed"]["real_bigbuckbunny"] = time_video(args.real, args.repeats)
-    report["robustness"] = robustness(small)
-    report["memory"] = memory(args.synthetic, args.long_minutes)
+    if "speed" in sections:
+        make_synthetic(args.synthetic)
+        report["speed"] = {"synthetic_testsrc2": time_video(args.synthetic, args.repeats)}
+        if args.real:
+            report["speed"]["real_bigbuckbunny"] = time_video(args.real, args.repeats)
+    if "robustness" in sections:
+        small = os.path.join(tempfile.gettempdir(), "bench_small_320x240.mp4")
+        make_small(small)
+        report["robustness"] = robustness(small)
+    if "memory" in sections:
+        make_synthetic(args.synthetic)
+        report["memory"] = memory(args.synthetic, args.long_minutes)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)

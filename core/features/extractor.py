@@ -271,10 +271,16 @@ def load_checkpoint(model: torch.nn.Module, uri: str) -> None:
 
 def _quiet_init_weights(model: torch.nn.Module) -> None:
     """``init_weights`` (MMAction2's initialisers) without MMEngine's per-parameter log table."""
-    mm_logger = logging.getLogger("mmengine")
-    level = mm_logger.level
-    mm_logger.setLevel(logging.WARNING)
+    from mmengine.logging import MMLogger
+
+    # MMLogger lives outside logging's registry, so its level cache would ignore setLevel:
+    # raise its handlers' levels instead.
+    handlers = MMLogger.get_current_instance().handlers
+    levels = [h.level for h in handlers]
+    for handler in handlers:
+        handler.setLevel(max(handler.level, logging.WARNING))
     try:
         model.init_weights()
     finally:
-        mm_logger.setLevel(level)
+        for handler, level in zip(handlers, levels, strict=True):
+            handler.setLevel(level)

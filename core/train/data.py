@@ -288,7 +288,7 @@ def collect_shard(batches: Iterable[pa.Table], C: int, T: int) -> ShardArrays:
     table = table.take(pc.sort_indices(table, sort_keys=[(VIDEO_ID, "ascending")]))
     n = table.num_rows
     values = table.column(FEATURES).chunk(0).flatten().to_numpy(zero_copy_only=False)
-    feats_NCT = np.ascontiguousarray(values, dtype=np.float32).reshape(n, C, T)
+    feats_NCT = np.array(values, dtype=np.float32).reshape(n, C, T)  # a writable copy
     gt = [np.asarray(g, np.float64).reshape(-1, 3) for g in table.column(GT).to_pylist()]
     return ShardArrays(
         video_ids=table.column(VIDEO_ID).to_pylist(),

@@ -42,11 +42,10 @@ def encode(
     centre_T = (np.arange(T) + 0.5) / T * duration
     for (start, end), label in zip(segments_G2, labels_G, strict=True):
         inside_T = (centre_T >= start) & (centre_T < end)
-        feats_CT[0, inside_T] += signal
-        feats_CT[1] += signal * np.exp(-0.5 * ((centre_T - start) / (duration / T)) ** 2)
-        feats_CT[2] += signal * np.exp(-0.5 * ((centre_T - end) / (duration / T)) ** 2)
-        if 3 + label < C:
-            feats_CT[3 + label, inside_T] += signal
+        start_T, end_T = (np.exp(-0.5 * ((centre_T - t) * T / duration) ** 2) for t in (start, end))
+        for channel, add_T in ((0, inside_T), (1, start_T), (2, end_T), (3 + label, inside_T)):
+            if channel < C:  # tiny C: fewer channels carry the signal
+                feats_CT[channel] += signal * add_T
     return feats_CT
 
 

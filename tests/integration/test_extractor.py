@@ -33,7 +33,8 @@ def random_clips(n: int, t: int, size: int, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def demo_scores() -> FeatureExtractor:
-    return FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, output="scores"))
+    """Splits inputs into forwards of at most 3 snippets."""
+    return FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, output="scores", max_batch=3))
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +62,14 @@ def test_same_seed_same_weights_other_seed_other_weights(demo_pooled):
 
 
 def test_batching_does_not_change_features(demo_scores):
-    """Snippets of several videos concatenated == each video on its own."""
+    """Snippets of several videos concatenated (7, forwarded as 3 + 3 + 1) == each video on
+    its own (3; 4 as 3 + 1) == one snippet at a time."""
     video_a, video_b = random_clips(3, 1, 56, seed=1), random_clips(4, 1, 56, seed=2)
     together = demo_scores.extract(np.concatenate([video_a, video_b]))
     apart = np.concatenate([demo_scores.extract(video_a), demo_scores.extract(video_b)])
+    singles = np.concatenate([demo_scores.extract(video_b[i : i + 1]) for i in range(4)])
     np.testing.assert_allclose(together, apart, rtol=1e-4, atol=1e-7)
-    split = FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, max_batch=2))
-    np.testing.assert_allclose(
-        split.extract(np.concatenate([video_a, video_b])), together, rtol=1e-4, atol=1e-7
-    )
+    np.testing.assert_allclose(together[3:], singles, rtol=1e-4, atol=1e-7)
 
 
 def test_tsn_pools_a_snippets_frames_as_its_consensus(demo_pooled):

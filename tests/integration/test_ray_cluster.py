@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import secrets
 import socket
 import subprocess
 import sys
@@ -23,8 +24,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_AUTH_ENV: dict[str, str] = {}
+
+
 def _ray(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    """The ``ray`` CLI with the cluster's token (Ray 2.59+ requires one for local clusters)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | _AUTH_ENV
     return subprocess.run(
         [str(BIN / "ray"), *args], capture_output=True, text=True, env=env, **kwargs
     )
@@ -34,6 +39,9 @@ def _ray(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def cluster(tmp_path_factory):
     """A one-node Ray cluster on loopback; yields the job server's address."""
     temp_dir = tmp_path_factory.mktemp("ray")
+    token = temp_dir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    _AUTH_ENV.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     gcs, dashboard = _free_port(), _free_port()
     started = _ray(
         "start", "--head", "--num-cpus=2", f"--port={gcs}", "--node-ip-address=127.0.0.1",
@@ -45,6 +53,7 @@ def cluster(tmp_path_factory):
         yield f"http://127.0.0.1:{dashboard}"
     finally:
         _ray("stop", "--force", timeout=120)
+        _AUTH_ENV.clear()
 
 
 def submit(address: str, *entrypoint: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,109 @@
+"""core.train.data: splits, ground truth in the model's units, shards and batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from core.eval.annotations import VideoAnnotation, parse_annotations
+from core.io import commits
+from core.train import data, synthetic
+from core.train.config import DataSection
+
+pytestmark = pytest.mark.unit
+
+
+def video(vid: str, segments, labels, duration=100.0, subset=None) -> VideoAnnotation:
+    return VideoAnnotation(vid, duration, subset, np.asarray(segments, float).reshape(-1, 2), labels)
+
+
+def test_split_by_subsets_and_by_hash():
+    annos = {f"v{i}": video(f"v{i}", [[0, 1]], ["a"], subset="training") for i in range(8)}
+    annos["w"] = video("w", [[0, 1]], ["a"], subset="validation")
+    train, val = data.split_annotations(annos, DataSection())
+    assert set(val) == {"w"} and len(train) == 8
+    no_subsets = {f"v_{i}": video(f"v_{i}", [[0, 1]], ["a"]) for i in range(400)}
+    train, val = data.split_annotations(no_subsets, DataSection(val_fraction=0.25))
+    assert 70 < len(val) < 130 and not set(train) & set(val)
+    # the split is the ids' alone: a subset of the videos splits the same way
+    half = dict(list(no_subsets.items())[:200])
+    _, val_half = data.split_annotations(half, DataSection(val_fraction=0.25))
+    assert set(val_half) == set(val) & set(half)
+
+
+def test_separate_val_annotations_win():
+    annos = {v: video(v, [[0, 1]], ["a"]) for v in ("a", "b", "c")}
+    train, val = data.split_annotations(annos, DataSection(), val_annos={"c": annos["c"]})
+    assert set(train) == {"a", "b"} and set(val) == {"c"}
+
+
+def test_ground_truth_normalised_by_features_duration_and_clipped():
+    v = video("v_x", [[10, 30], [-5, 250]], ["b", "a"], duration=211.0)
+    gt_G3 = data.normalized_ground_truth(v, 200.0, {"a": 0, "b": 1})
+    np.testing.assert_allclose(gt_G3, [[0.05, 0.15, 1], [0.0, 1.0, 0]])
+
+
+def test_match_resolves_v_prefix_and_reports_missing():
+    annos = {"v_abc": video("v_abc", [[0, 50]], ["a"]), "v_zzz": video("v_zzz", [[0, 1]], ["a"])}
+    index = pa.table({"video_id": ["abc", "other"], "duration": [100.0, 10.0]})
+    gt, missing = data.match_ground_truth(annos, index, {"a": 0})
+    assert list(gt) == ["abc"] and missing == ["v_zzz"]
+    np.testing.assert_allclose(gt["abc"], [[0.0, 0.5, 0]])
+
+
+def feature_rows(ids, C=3, T=4, seed=0):
+    feats_NCT = np.random.default_rng(seed).standard_normal((len(ids), C, T)).astype(np.float32)
+    return synthetic.features_table(ids, feats_NCT, np.full(len(ids), 50.0)), feats_NCT
+
+
+def test_join_then_collect_restores_c_by_t_in_id_order():
+    table, feats_NCT = feature_rows(["c", "a", "b"])
+    gt = {"a": np.array([[0.1, 0.2, 1.0]]), "c": np.zeros((0, 3))}
+    joined = data.join_ground_truth(table, gt)
+    assert joined.column_names == ["video_id", "features", "duration", "gt_G3"]
+    shard = data.collect_shard([joined.slice(1), joined.slice(0, 1)], C=3, T=4)
+    assert shard.video_ids == ["a", "c"]
+    np.testing.assert_array_equal(shard.feats_NCT[0], feats_NCT[1])  # "a" was row 1
+    np.testing.assert_array_equal(shard.feats_NCT[1], feats_NCT[0])
+    np.testing.assert_allclose(shard.gt[0], [[0.1, 0.2, 1.0]])
+    assert shard.gt[1].shape == (0, 3) and shard.feats_NCT.flags.writeable
+
+
+def test_epoch_batches_depend_on_seed_epoch_rank_only():
+    a = data.epoch_batches(10, 3, 3, seed=1, epoch=2, rank=0)
+    assert [len(b) for b in a] == [3, 3, 3] and len(set(np.concatenate(a))) == 9
+    again = data.epoch_batches(10, 3, 3, seed=1, epoch=2, rank=0)
+    assert all(np.array_equal(x, y) for x, y in zip(a, again, strict=True))
+    for other in ((1, 3, 0), (2, 2, 0), (1, 2, 1)):
+        b = data.epoch_batches(10, 3, 3, *other)
+        assert not all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    with pytest.raises(ValueError):
+        data.epoch_batches(5, 3, 2, 0, 0, 0)
+
+
+def test_prepare_training_set_from_written_features(tmp_path):
+    out = str(tmp_path / "feats")
+    anno_uri = synthetic.write_synthetic(out, 12, C=5, T=8, num_classes=2, rows_per_file=5)
+    ts = data.prepare_training_set(out, anno_uri, DataSection())
+    assert (ts.C, ts.T) == (5, 8) and ts.class_names == ["action_0", "action_1"]
+    assert ts.counts() == {"train": 9, "val": 3}
+    assert set(ts.val_annotations) == set(ts.gt["val"])
+    assert ts.features_uri.endswith("features")
+    durations = dict(zip(*data.read_feature_index(ts.features_uri).select(
+        ["video_id", "duration"]).to_pydict().values(), strict=True))  # fmt: skip
+    vid = sorted(ts.gt["train"])[0]
+    annos = parse_annotations(__import__("json").load(open(anno_uri)))
+    seg = annos[vid].segments_N2[0]
+    np.testing.assert_allclose(ts.gt["train"][vid][0, :2], seg / durations[vid])
+
+
+def test_prepare_training_set_errors(tmp_path):
+    out = str(tmp_path / "f")
+    anno_uri = synthetic.write_synthetic(out, 6, C=2, T=4, num_classes=1)
+    with pytest.raises(data.TrainDataError, match="not found"):
+        data.prepare_training_set(str(tmp_path / "nothing"), anno_uri, DataSection())
+    table, _ = feature_rows(["vid_000001"], C=2, T=4)
+    commits.commit_batch(out, "again", "0" * 32, {"features": table}, ["vid_000001"])
+    with pytest.raises(data.TrainDataError, match="more than once"):
+        data.prepare_training_set(out, anno_uri, DataSection())

@@ -1,0 +1,141 @@
+"""core.train.loop / final / trainer without Ray: learning, resume equality, exports, configs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from core import config
+from core.eval.annotations import parse_annotations
+from core.io.checkpoint import load_checkpoint
+from core.models.localizer import load_localizer
+from core.train import data, final, loop, synthetic
+from core.train.config import DataSection, OptimSection, TrainConfig, validate_train_config
+from core.train.trainer import resolve_model_cfg
+
+pytestmark = pytest.mark.unit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+C, T, K = 16, 16, 3
+MODEL = dict(
+    type="BMNwActionCls", temporal_dim=T, boundary_ratio=0.5, num_samples=8,
+    num_samples_per_bin=3, feat_dim=C, soft_nms_alpha=0.4, soft_nms_low_threshold=0.5,
+    soft_nms_high_threshold=0.9, post_process_top_k=16, hidden_dim_1d=32, hidden_dim_2d=16,
+    hidden_dim_3d=32, num_action_classes=K,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """Features that encode the ground truth (64 videos: 48 train, 16 val), in memory."""
+    table, annos = synthetic.synthetic_corpus(64, C, T, K, seed=0, signal=3.0)
+    parsed = parse_annotations(annos)
+    train, val = data.split_annotations(parsed, DataSection())
+    class_of = {name: i for i, name in enumerate(annos["classes"])}
+    index = table.select(["video_id", "duration"])
+    gt = {split: data.match_ground_truth(a, index, class_of)[0]
+          for split, a in (("train", train), ("val", val))}  # fmt: skip
+    shards = {s: data.collect_shard([data.join_ground_truth(table, gt[s])], C, T) for s in gt}
+    ts = data.TrainingSet("unused", C, T, annos["classes"], gt, val)
+    return ts, shards
+
+
+def cfg(**kw) -> TrainConfig:
+    kw.setdefault("optim", OptimSection(lr=2e-3))
+    return TrainConfig(model=dict(MODEL), batch_size=8, **kw)
+
+
+def train(state, shard, c: TrainConfig, until: int) -> None:
+    while state.epoch < until:
+        loop.run_epoch(state, state.model, shard, c, rank=0, world=1)
+        state.scheduler.step()
+        state.epoch += 1
+
+
+def test_training_learns_the_encoded_segments(corpus):
+    ts, shards = corpus
+    c = cfg()
+    state = loop.new_train_state(MODEL, c, "cpu")
+    before = loop.validate(state, shards["val"], ts, "float32", 32)
+    first = loop.run_epoch(state, state.model, shards["train"], c, rank=0, world=1)
+    state.epoch = 1
+    train(state, shards["train"], c, until=12)
+    last = loop.run_epoch(state, state.model, shards["train"], c, rank=0, world=1)
+    after = loop.validate(state, shards["val"], ts, "float32", 32)
+    assert last["loss"] < 0.7 * first["loss"]
+    assert after["AUC"] > before["AUC"] + 20 and after["AUC"] > 45
+    assert after["mAP@0.5"] > 0.25 > before["mAP@0.5"]
+    assert state.model.training  # validation put it back
+
+
+def test_restored_state_continues_exactly_like_an_uninterrupted_run(corpus, tmp_path):
+    _, shards = corpus
+    c = cfg(optim=OptimSection(lr=2e-3, milestones=[2]))
+    straight = loop.new_train_state(MODEL, c, "cpu")
+    train(straight, shards["train"], c, until=3)
+    interrupted = loop.new_train_state(MODEL, c, "cpu")
+    train(interrupted, shards["train"], c, until=1)
+    loop.save_state_file(interrupted, str(tmp_path))
+    torch.manual_seed(123)  # whatever the process did before does not matter
+    resumed = loop.new_train_state(MODEL, c, "cpu")
+    loop.restore_state(resumed, loop.load_state_file(str(tmp_path)))
+    assert resumed.epoch == 1
+    train(resumed, shards["train"], c, until=3)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_export_best_loads_as_a_localizer(corpus, tmp_path):
+    ts, shards = corpus
+    state = loop.new_train_state(MODEL, cfg(), "cpu")
+    state.epoch = 4
+    uri = str(tmp_path / "best.pth")
+    sha = final.export_best(loop.state_to_save(state), MODEL, ts.class_names, uri, seed=0)
+    obj, sha_read = load_checkpoint(uri)
+    assert sha == sha_read and obj["meta"]["epoch"] == 4
+    localizer = load_localizer({}, uri)
+    assert localizer.class_names == ts.class_names
+    props, labels, valid = localizer.propose(shards["val"].feats_NCT[:2], [60.0, 80.0])
+    assert valid.any() and props[valid][:, 1].max() <= 80.0 + 1e-6
+
+
+def test_training_curves_png(tmp_path):
+    history = [dict(epoch=e, loss=3.0 / e, tem=1.0 / e, pem_reg=0.1, pem_cls=0.3, action_cls=1.0,
+                    AUC=20.0 * e, mAP=0.1 * e) for e in (1, 2, 3)]  # fmt: skip
+    uri = str(tmp_path / "curves.png")
+    final.write_training_curves(history, uri)
+    assert open(uri, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resolve_model_cfg_checks_the_data():
+    ts = data.TrainingSet("x", C, T, ["a", "b"], {}, {})
+    auto = resolve_model_cfg({**MODEL, "num_action_classes": None}, ts)
+    assert auto["num_action_classes"] == 2
+    assert resolve_model_cfg({**MODEL, "num_action_classes": 0}, ts)["num_action_classes"] == 0
+    with pytest.raises(config.ConfigError, match="num_action_classes=3 but the annotations have 2"):
+        resolve_model_cfg(MODEL, ts)
+    with pytest.raises(config.ConfigError, match="model.feat_dim=400 but the features have 16"):
+        resolve_model_cfg({**MODEL, "feat_dim": 400, "num_action_classes": None}, ts)
+
+
+@pytest.mark.parametrize("name", ["bmn_cls_400x100_activitynet.py", "demo.py"])
+def test_shipped_configs_load(name):
+    path = os.path.join(ROOT, "configs", "train", name)
+    c, _ = config.load(path, TrainConfig, {"scaling.num_workers": 2})
+    validate_train_config(c)
+    assert c.batch_size % 2 == 0
+    if name.startswith("bmn"):
+        assert (c.epochs, c.batch_size, c.optim.lr, c.optim.milestones) == (9, 16, 1e-3, [7])
+        assert c.model["num_action_classes"] == 200 and c.optim.grad_clip_max_norm == 40
+    with pytest.raises(config.ConfigError, match="unknown key 'optim.momentum'"):
+        config.load(path, TrainConfig, {"optim.momentum": 0.9})
+
+
+def test_global_batch_must_divide_over_workers():
+    c = cfg()
+    c.scaling.num_workers = 3
+    with pytest.raises(ValueError, match="not divisible by 3 workers"):
+        validate_train_config(c)
