@@ -7,6 +7,11 @@ Each shim names the upstream version and issue it exists for; delete it when the
   ``import mmaction.models`` raises ModuleNotFoundError. We install an in-memory
   ``mmaction.models.localizers.drn`` package whose ``DRN`` raises a clear error when built.
   If a later wheel ships the real module, the shim steps aside.
+* mmaction2 1.2.0's VindLU models import ``apply_chunking_to_forward`` and friends from
+  ``transformers.modeling_utils``, which newer transformers releases no longer export, so with
+  such a transformers installed ``import mmaction.models`` fails. When that import fails we
+  mark mmaction's multimodal extras unavailable (its own fallback: placeholders that raise when
+  built), which every other model is unaffected by.
 * mmaction2 1.2.0 imports ``importlib_metadata`` without declaring it: pyproject.toml declares it.
 * mmaction2 1.2.0 calls ``np.trapz``, removed in numpy 2.4: pyproject.toml pins numpy < 2.4.
   Our own metrics (core.eval) do not call it.
@@ -63,4 +68,17 @@ def install_drn_placeholder() -> None:
     sys.modules[module.__name__] = module
 
 
+def disable_broken_multimodal() -> None:
+    """Turns mmaction's VindLU off when the installed transformers cannot serve it."""
+    if importlib.util.find_spec("transformers") is None or "mmaction.models" in sys.modules:
+        return
+    try:
+        from transformers.modeling_utils import apply_chunking_to_forward  # noqa: F401
+    except ImportError:
+        import mmaction.utils.dependency as dependency
+
+        dependency.WITH_MULTIMODAL = False
+
+
 install_drn_placeholder()
+disable_broken_multimodal()

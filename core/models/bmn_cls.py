@@ -134,13 +134,14 @@ class BMNwActionCls(BMN):
             nn.Conv1d(feat_dim, num_action_classes + 1, 1) if num_action_classes else None
         )
         self.fast_bm_layer = None
+        # constants, equal on every rank: DDP need not broadcast them
+        self._ddp_params_and_buffers_to_ignore = ["sample_mask"]
         if fast_bm:
             self.fast_bm_layer = BoundaryMatchingConv(self.sample_mask, temporal_dim, num_samples)
             self.register_load_state_dict_post_hook(_refresh_fast_bm)
-        # constants, equal on every rank: DDP need not broadcast them
-        self._ddp_params_and_buffers_to_ignore = [
-            "sample_mask", "fast_bm_layer.mask_KV", "fast_bm_layer.valid_V"
-        ]  # fmt: skip
+            self._ddp_params_and_buffers_to_ignore += [
+                "fast_bm_layer.mask_KV", "fast_bm_layer.valid_V"
+            ]  # fmt: skip
 
     def _get_interp1d_mask(self) -> None:
         """Upstream's sample mask, bit for bit, built vectorised (upstream loops take ~5 s)."""

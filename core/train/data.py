@@ -247,12 +247,14 @@ def features_dataset(training_set: TrainingSet, split: str):
     ds = ray.data.read_parquet(
         path, filesystem=fs, columns=list(READ_COLUMNS), file_extensions=["parquet"]
     )
-    return ds.map_batches(
+    ds = ds.map_batches(
         join_ground_truth,
         batch_format="pyarrow",
         batch_size=None,
         fn_kwargs={"gt": training_set.gt[split]},
     )
+    ds.context.enable_progress_bars = False  # read once per worker start; bars only add noise
+    return ds
 
 
 # ----------------------------------------------------------------------------- worker side

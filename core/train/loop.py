@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
@@ -268,6 +269,24 @@ def run_epoch(
     return out
 
 
+def _collect_shards(
+    training_set: data.TrainingSet, rank: int
+) -> tuple[data.ShardArrays, data.ShardArrays | None]:
+    """This worker's training shard and, on rank 0, the whole validation set (read side by
+    side: each read waits mostly on Ray Data's tasks)."""
+    import ray.train
+
+    def collect(split: str) -> data.ShardArrays:
+        batches = ray.train.get_dataset_shard(split).iter_batches(batch_format="pyarrow")
+        return data.collect_shard(batches, training_set.C, training_set.T)
+
+    if rank != 0:
+        return collect(data.TRAIN), None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        val = pool.submit(collect, data.VAL)
+        return collect(data.TRAIN), val.result()
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's worker function: restore, train epoch by epoch, validate, checkpoint.
 
@@ -285,16 +304,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     state = new_train_state(loop_config["model_cfg"], cfg, str(device))
     _restore_from_ray(state)
     net = ray.train.torch.prepare_model(state.model)
-    train_shard = data.collect_shard(
-        ray.train.get_dataset_shard(data.TRAIN).iter_batches(batch_format="pyarrow"),
-        training_set.C, training_set.T,
-    )  # fmt: skip
-    val_shard = None
-    if rank == 0:
-        val_shard = data.collect_shard(
-            ray.train.get_dataset_shard(data.VAL).iter_batches(batch_format="pyarrow"),
-            training_set.C, training_set.T,
-        )  # fmt: skip
+    train_shard, val_shard = _collect_shards(training_set, rank)
     last = cfg.epochs if cfg.stop_after_epoch is None else min(cfg.epochs, cfg.stop_after_epoch)
     while state.epoch < last:
         metrics = run_epoch(state, net, train_shard, cfg, rank, world)

@@ -381,10 +381,12 @@ class _SnippetAssembler:
                 snippet.center_time = time
         if index >= self.first_center:
             self.head.clear()
-        done = (index - int(self.offsets_T[-1]) - self.first_center) / self.cfg.clip_interval
-        if done >= 0 and done == int(done) and int(done) in self.open:
+        done, rem = divmod(
+            index - int(self.offsets_T[-1]) - self.first_center, self.cfg.clip_interval
+        )
+        if rem == 0 and done in self.open:  # this frame was the snippet's last one
             self.emitted += 1
-            return [self.open.pop(int(done))]
+            return [self.open.pop(done)]
         return []
 
     def finish(self) -> list[_Snippet]:

@@ -1,0 +1,147 @@
+"""jobs.train on real Ray Train: 2 workers (DDP over gloo), real Parquet, checkpoints, resume.
+
+One embedded Ray for the module; the jobs run in this process (``jobs.train.main``). The
+features encode their ground truth (core.train.synthetic), so a few epochs learn something.
+The resume test crashes a worker once (Ray Train restarts the group from its last checkpoint),
+stops cleanly after epoch 2 (``stop_after_epoch``), continues with ``--resume``, and must end
+with the uninterrupted run's weights and metrics, bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import sys
+
+import pytest
+import torch
+
+from core import config
+from core.io.checkpoint import load_checkpoint
+from core.models.localizer import load_localizer
+from core.train import TrainConfig, synthetic
+from core.train.trainer import run_training
+from jobs import train as train_job
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "configs" / "train" / "demo.py")
+C, T = 16, 16
+TINY = [
+    f"model.feat_dim={C}", f"model.temporal_dim={T}", "model.post_process_top_k=16",
+    "model.hidden_dim_1d=32", "model.hidden_dim_2d=16", "model.hidden_dim_3d=32",
+    "epochs=3", "optim.milestones=[2]",
+]  # fmt: skip
+METRIC_KEYS = ("AR@1", "AR@5", "AR@10", "AR@100", "AUC", "mAP", "mAP@0.5", "mAP@0.75", "mAP@0.95")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=3, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> tuple[str, str]:
+    out = str(tmp_path_factory.mktemp("train_features"))
+    annotations = synthetic.write_synthetic(out, 48, C, T, num_classes=3, rows_per_file=16)
+    return out, annotations
+
+
+def train_args(features, output, *extra, options=()) -> list[str]:
+    feats, annos = features
+    return ["--config", CONFIG, "--features", feats, "--annotations", annos, "--output", output,
+            "--num-workers", "2", *extra, "--cfg-options", *TINY, *options]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ray_session, features, tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("run") / "uninterrupted"
+    assert train_job.main(train_args(features, str(out))) == 0
+    return out
+
+
+def test_two_workers_write_every_output(uninterrupted):
+    out = uninterrupted
+    for name in ("best.pth", "metrics.json", "ar_an.png", "training_curves.png", "config.py",
+                 "history.json", "checkpoints/checkpoint_manager_snapshot.json"):  # fmt: skip
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(0 <= metrics[k] <= (100 if k == "AUC" else 1) for k in METRIC_KEYS)
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["lr"] == pytest.approx(2e-4)  # the step after epoch 2
+    assert history[-1]["loss"] < history[0]["loss"]
+    # the final task evaluates best.pth on the validation videos as rank 0 did per epoch
+    best = max(history, key=lambda h: (h["AUC"], -h["epoch"]))
+    assert metrics["AUC"] == pytest.approx(best["AUC"], abs=1e-9)
+    assert metrics["num_videos"] == 12
+    obj, _ = load_checkpoint(str(out / "best.pth"))
+    assert obj["meta"]["epoch"] == best["epoch"]
+    assert obj["meta"]["class_names"] == ["action_0", "action_1", "action_2"]
+    localizer = load_localizer({}, str(out / "best.pth"))
+    assert localizer.model.num_action_classes == 3
+
+
+def crash_once_after_first_report(marker: str, loop_config: dict) -> None:
+    """The real worker loop, except that rank 0 dies right after its first checkpoint, once."""
+    from core.train import loop
+
+    report = loop._report
+
+    def report_then_crash(state, metrics, rank):
+        report(state, metrics, rank)
+        if rank == 0 and not os.path.exists(marker):
+            pathlib.Path(marker).touch()
+            raise RuntimeError("injected worker failure")
+
+    loop._report = report_then_crash
+    loop.train_loop_per_worker(loop_config)
+
+
+def test_crash_stop_and_resume_end_like_the_uninterrupted_run(uninterrupted, features, tmp_path):
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    out = tmp_path / "resumed"
+    cfg, raw = config.load(CONFIG, TrainConfig, train_job.cli_overrides(
+        train_job.parse_args(train_args(features, str(out), options=["stop_after_epoch=2"]))))
+    crash = functools.partial(crash_once_after_first_report, str(tmp_path / "crashed"))
+    summary = run_training(cfg, raw, *features, str(out), train_loop=crash)
+    assert (tmp_path / "crashed").exists()  # it did crash, and Ray Train restarted it
+    assert (summary.epochs_done, summary.best_uri) == (2, None)
+    assert not (out / "best.pth").exists()
+
+    assert train_job.main(train_args(features, str(out), "--resume")) == 0
+    first = json.loads((uninterrupted / "history.json").read_text())
+    again = json.loads((out / "history.json").read_text())
+    timing = {"train_seconds", "val_seconds", "samples_per_s"}
+    assert [{k: v for k, v in h.items() if k not in timing} for h in again] == [
+        {k: v for k, v in h.items() if k not in timing} for h in first
+    ]
+    a, _ = load_checkpoint(str(uninterrupted / "best.pth"))
+    b, _ = load_checkpoint(str(out / "best.pth"))
+    assert a["meta"]["epoch"] == b["meta"]["epoch"]
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    ma = json.loads((uninterrupted / "metrics.json").read_text())
+    mb = json.loads((out / "metrics.json").read_text())
+    assert {k: ma[k] for k in METRIC_KEYS} == {k: mb[k] for k in METRIC_KEYS}
+
+
+def test_refusals_exit_2_before_training(uninterrupted, features, tmp_path):
+    # an output that holds a run needs --resume; a resume must not change the recipe
+    assert train_job.main(train_args(features, str(uninterrupted))) == 2
+    assert train_job.main(
+        train_args(features, str(uninterrupted), "--resume", options=["optim.lr=0.1"])
+    ) == 2
+    # the global batch must split evenly; the model must fit the features
+    assert train_job.main(train_args(features, str(tmp_path / "a"), options=["batch_size=7"])) == 2
+    assert train_job.main(
+        train_args(features, str(tmp_path / "b"), options=["model.feat_dim=400"])
+    ) == 2
+    assert not (tmp_path / "a").exists()
