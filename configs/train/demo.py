@@ -1,7 +1,7 @@
 # A tiny, CPU-fast localizer for the demo and the tests: about a minute on 2 CPUs with 2
-# workers for ~60 synthetic videos. feat_dim must match the features (the demo extractor's
-# output, e.g. 400 class scores of TSN-R18, or 512 pooled): override with
-#   --cfg-options model.feat_dim=512
+# workers for ~60 videos. feat_dim and temporal_dim match configs/extract/demo.py (512-d pooled
+# TSN-R18 features at T=32); for other features override them, e.g.
+#   --cfg-options model.feat_dim=400 model.temporal_dim=100
 # num_action_classes=None takes the number of classes from the annotations.
 
 model = dict(
@@ -10,11 +10,11 @@ model = dict(
     boundary_ratio=0.5,
     num_samples=8,
     num_samples_per_bin=3,
-    feat_dim=400,
+    feat_dim=512,
     soft_nms_alpha=0.4,
     soft_nms_low_threshold=0.5,
     soft_nms_high_threshold=0.9,
-    post_process_top_k=32,
+    post_process_top_k=100,
     hidden_dim_1d=64,
     hidden_dim_2d=32,
     hidden_dim_3d=64,

@@ -69,7 +69,11 @@ def resolve_class_names(num_classes: int, names: list[str] | None) -> list[str]:
 
 
 class Localizer:
-    """A BMN-with-classification model ready for batched inference."""
+    """A BMN-with-classification model ready for batched inference.
+
+    ``dtype``: ``float32``; ``tf32`` (float32 with TF32 matrix products on CUDA, process-wide);
+    ``bfloat16`` (autocast on CUDA). On the CPU all three run float32.
+    """
 
     def __init__(
         self, model: BMNwActionCls, class_names: list[str], device: str, dtype: str
@@ -78,6 +82,9 @@ class Localizer:
         self.class_names = class_names
         self.device = torch.device(device)
         self.autocast = dtype == "bfloat16" and self.device.type == "cuda"
+        if dtype == "tf32" and self.device.type == "cuda":  # float32 storage, TF32 tensor cores
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.top_k = int(model.post_process_top_k)
 
     @torch.inference_mode()

@@ -54,9 +54,10 @@ def pad_ground_truth(
     """Stacks per-video ground truth into padded tensors.
 
     Args:
-        segments: per video a (G_i, 2) tensor of normalized [start, end] (``gt_bbox``).
-        labels: per video a (G_i,) int tensor of class ids, or None (all -1).
-        device: where the result goes (default: that of the first segment tensor).
+        segments: per video a (G_i, 2) tensor or array of normalized [start, end]
+            (``gt_bbox``).
+        labels: per video a (G_i,) int tensor or array of class ids, or None (all -1).
+        device: where the result goes (default: that of the first segment).
 
     Returns:
         gt_BG2 (dtype of the first segment tensor, padding 0), gt_valid_BG (bool),
@@ -64,17 +65,19 @@ def pad_ground_truth(
     """
     B = len(segments)
     G = max([len(s) for s in segments], default=0)
-    dtype = segments[0].dtype if B else torch.float64
-    device = device if device is not None else (segments[0].device if B else "cpu")
-    gt_BG2 = torch.zeros(B, G, 2, dtype=dtype, device=device)
-    valid_BG = torch.zeros(B, G, dtype=torch.bool, device=device)
-    labels_BG = torch.full((B, G), -1, dtype=torch.int64, device=device)
+    first = torch.as_tensor(segments[0]) if B else torch.zeros(0, 2, dtype=torch.float64)
+    dtype, build_on = first.dtype, first.device  # one transfer at the end, not one per video
+    gt_BG2 = torch.zeros(B, G, 2, dtype=dtype, device=build_on)
+    valid_BG = torch.zeros(B, G, dtype=torch.bool, device=build_on)
+    labels_BG = torch.full((B, G), -1, dtype=torch.int64, device=build_on)
     for b, seg_G2 in enumerate(segments):
         n = len(seg_G2)
-        gt_BG2[b, :n] = torch.as_tensor(seg_G2).reshape(n, 2).to(device, dtype)
+        gt_BG2[b, :n] = torch.as_tensor(seg_G2).reshape(n, 2).to(build_on, dtype)
         valid_BG[b, :n] = True
         if labels is not None:
-            labels_BG[b, :n] = torch.as_tensor(labels[b]).reshape(n).to(device, torch.int64)
+            labels_BG[b, :n] = torch.as_tensor(labels[b]).reshape(n).to(build_on, torch.int64)
+    if device is not None:
+        gt_BG2, valid_BG, labels_BG = (t.to(device) for t in (gt_BG2, valid_BG, labels_BG))
     return gt_BG2, valid_BG, labels_BG
 
 

@@ -102,7 +102,8 @@ class LocalizerSection:
     batch_size: int = 64
     num_actors: int = 1
     num_gpus: float = 0.0
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["float32", "tf32", "bfloat16"] = "float32"
+    """Inference precision on CUDA (see core.models.localizer.Localizer); CPU runs float32."""
 
 
 @dataclasses.dataclass
@@ -136,6 +137,16 @@ class ExtractConfig:
 # ----------------------------------------------------------------------------- stage 1
 
 
+def limit_cpu_threads(n: int) -> None:
+    """Keeps an actor's OpenCV and torch CPU thread pools to the CPUs it reserved: by default
+    each sizes itself to the whole node, and a dozen actors per node oversubscribe it."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(n)
+    torch.set_num_threads(n)
+
+
 def _empty_result(n: int) -> dict[str, list]:
     keys = (COL_OK, COL_STAGE, COL_ERR_TYPE, COL_ERR_MSG, COL_FPS, COL_FRAMES, COL_DURATION)
     return {k: [None] * n for k in (*keys, COL_SNIPPETS)}
@@ -156,6 +167,7 @@ class SnippetFeatures:
 
         self.cfg = cfg
         self.sampling = SamplingConfig(**dataclasses.asdict(cfg.sampling))
+        limit_cpu_threads(max(1, cfg.sampling.decode_threads))
         section = cfg.extractor
         use_cuda = section.num_gpus > 0 and torch.cuda.is_available()
         self.extractor = FeatureExtractor(

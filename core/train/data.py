@@ -6,13 +6,15 @@ columns of the features table, splits the videos into training and validation (s
 targets: seconds divided by the features' ``duration`` (the seconds the T positions span, what
 MMAction2 calls the corrected duration), clipped to [0, 1], labels as ids of the class list.
 
-Ray side: :func:`features_dataset` reads the features Parquet with Ray Data and joins each
-row with its ground truth (:func:`join_ground_truth`, a pure function on Arrow batches); the
-trainer splits the training dataset across workers and gives every worker the whole
-validation dataset. Each worker gathers its shard once (:func:`collect_shard`) and orders it
-by video id, so its content does not depend on block arrival order; every epoch then draws a
-permutation from ``(seed, epoch, rank)`` alone (:func:`epoch_batches`), so an interrupted and
-resumed run sees the same batches as an uninterrupted one.
+Ray side: :func:`features_dataset` reads the training rows of the features Parquet with Ray
+Data and joins each with its ground truth (:func:`join_ground_truth`, a pure function on Arrow
+batches); Ray Train splits it across the workers (``streaming_split(equal=True)`` with
+``preserve_order``, so the same files give every worker the same rows on every start). Each
+worker gathers its shard once (:func:`collect_shard`) and orders it by video id, so its content
+does not depend on block arrival order; every epoch then draws a permutation from ``(seed,
+epoch, rank)`` alone (:func:`epoch_batches`), so an interrupted and resumed run sees the same
+batches as an uninterrupted one. Rank 0 validates on the whole validation set, which it reads
+itself (:func:`read_split_features`), as the final evaluation task does.
 
 Shape legend: N videos of a shard, C channels, T positions, G segments of a video, B batch.
 """
@@ -193,9 +195,7 @@ def match_ground_truth(
     return gt, missing
 
 
-def prepare_training_set(
-    features_uri: str, annotations_uri: str, cfg: DataSection
-) -> TrainingSet:
+def prepare_training_set(features_uri: str, annotations_uri: str, cfg: DataSection) -> TrainingSet:
     """Joins annotations with the features index (see the module docstring).
 
     Raises:
@@ -321,3 +321,16 @@ def epoch_batches(
         raise ValueError(f"{num_steps} batches of {batch_size} need more than {num_rows} rows")
     order = np.random.default_rng(epoch_seed(seed, epoch, rank)).permutation(num_rows)
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(num_steps)]
+
+
+def read_split_features(training_set: TrainingSet, split: str) -> ShardArrays:
+    """The split's rows read by this process with pyarrow (validation: one process evaluates
+    the whole set, so it reads it whole; a Ray Data split would buy nothing)."""
+    ids = sorted(training_set.gt[split])
+    fs, path = storage.pyarrow_filesystem(training_set.features_uri)
+    dataset = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
+    table = dataset.to_table(
+        columns=list(READ_COLUMNS), filter=pads.field(VIDEO_ID).isin(pa.array(ids))
+    )
+    joined = join_ground_truth(table, training_set.gt[split])
+    return collect_shard([joined], training_set.C, training_set.T)

@@ -14,8 +14,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.dataset as pads
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -23,7 +21,6 @@ from core import storage
 from core.eval.metrics import evaluate_full
 from core.eval.plots import write_ar_an_png
 from core.io.checkpoint import save_checkpoint
-from core.io.tables import VIDEO_ID
 from core.models.localizer import checkpoint_payload, load_localizer
 from core.train import data
 from core.train.evaluation import predict
@@ -57,18 +54,6 @@ def export_best(
     return save_checkpoint(payload, uri)
 
 
-def read_split_features(training_set: data.TrainingSet, split: str) -> data.ShardArrays:
-    """The split's features rows, read with pyarrow (a single task; no Ray Data)."""
-    ids = sorted(training_set.gt[split])
-    fs, path = storage.pyarrow_filesystem(training_set.features_uri)
-    dataset = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
-    table = dataset.to_table(
-        columns=list(data.READ_COLUMNS), filter=pads.field(VIDEO_ID).isin(pa.array(ids))
-    )
-    joined = data.join_ground_truth(table, training_set.gt[split])
-    return data.collect_shard([joined], training_set.C, training_set.T)
-
-
 def final_evaluation(
     best_uri: str,
     training_set: data.TrainingSet,
@@ -82,7 +67,7 @@ def final_evaluation(
     Returns:
         The metrics.json dict.
     """
-    shard = read_split_features(training_set, data.VAL)
+    shard = data.read_split_features(training_set, data.VAL)
     localizer = load_localizer({}, best_uri, device=device, dtype=dtype)
     frame = predict(localizer, shard, batch_size)
     if localizer.model.num_action_classes == 0:

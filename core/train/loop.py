@@ -19,7 +19,6 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
@@ -115,14 +114,33 @@ def autocast_for(device: torch.device, dtype: str):
     return nullcontext()
 
 
+@dataclasses.dataclass
+class DeviceShard:
+    """A worker's training rows ready for its device: the features are copied to the GPU once
+    (a zero-copy view on the CPU), ground truth stays small host arrays."""
+
+    feats_NCT: torch.Tensor
+    gt: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.gt)
+
+
+def to_device(shard: data.ShardArrays, device: torch.device | str) -> DeviceShard:
+    return DeviceShard(torch.from_numpy(shard.feats_NCT).to(device), shard.gt)
+
+
 def batch_tensors(
-    shard: data.ShardArrays, idx_B: np.ndarray, device: torch.device
+    shard: DeviceShard, idx_B: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """feats_BCT (float32), gt_BG2 (float64, normalised), valid_BG, labels_BG of some rows."""
-    feats_BCT = torch.from_numpy(shard.feats_NCT[idx_B]).to(device, non_blocking=True)
+    """feats_BCT (float32), gt_BG2 (float64, normalised), valid_BG, labels_BG of some rows,
+    on the features' device (ground truth padded on the host, then moved in one copy each)."""
+    device = shard.feats_NCT.device
+    feats_BCT = shard.feats_NCT[torch.from_numpy(idx_B).to(device)]
     segments = [torch.from_numpy(shard.gt[i][:, :2]) for i in idx_B]
     labels = [torch.from_numpy(shard.gt[i][:, 2].astype(np.int64)) for i in idx_B]
-    gt_BG2, valid_BG, labels_BG = pad_ground_truth(segments, labels, device)
+    padded = pad_ground_truth(segments, labels, "cpu")
+    gt_BG2, valid_BG, labels_BG = (t.to(device, non_blocking=True) for t in padded)
     return feats_BCT, gt_BG2, valid_BG, labels_BG
 
 
@@ -130,7 +148,7 @@ def train_epoch(
     net: nn.Module,
     model: BMNwActionCls,
     optimizer: torch.optim.Optimizer,
-    shard: data.ShardArrays,
+    shard: DeviceShard,
     batches: list[np.ndarray],
     *,
     dtype: str = "float32",
@@ -143,13 +161,12 @@ def train_epoch(
         net: what runs forward (the model, or DistributedDataParallel around it).
         model: the model itself (targets and losses).
     """
-    device = next(model.parameters()).device
     net.train()
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     for idx_B in batches:
-        feats_BCT, gt_BG2, valid_BG, labels_BG = batch_tensors(shard, idx_B, device)
+        feats_BCT, gt_BG2, valid_BG, labels_BG = batch_tensors(shard, idx_B)
         targets = model.make_targets(gt_BG2, valid_BG, labels_BG)
-        with autocast_for(device, dtype):
+        with autocast_for(feats_BCT.device, dtype):
             outputs = net(feats_BCT)
         losses = model.compute_loss(outputs, targets, generator=generator)
         optimizer.zero_grad(set_to_none=True)
@@ -157,9 +174,13 @@ def train_epoch(
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-        for key, value in losses.items():
-            sums[key] = sums.get(key, 0.0) + float(value.detach())
-    return {k: v / max(len(batches), 1) for k, v in sums.items()}
+        for key, value in losses.items():  # summed on the device: no sync per step
+            sums[key] = sums.get(key, 0.0) + value.detach().float()
+    if not sums:
+        return {}
+    keys = sorted(sums)
+    means = (torch.stack([sums[k] for k in keys]) / len(batches)).tolist()
+    return dict(zip(keys, means, strict=True))
 
 
 def validate(
@@ -239,7 +260,7 @@ def _report(state: TrainState, metrics: dict[str, Any], rank: int) -> None:
 def run_epoch(
     state: TrainState,
     net: nn.Module,
-    train_shard: data.ShardArrays,
+    train_shard: DeviceShard,
     cfg: TrainConfig,
     rank: int,
     world: int,
@@ -272,19 +293,13 @@ def run_epoch(
 def _collect_shards(
     training_set: data.TrainingSet, rank: int
 ) -> tuple[data.ShardArrays, data.ShardArrays | None]:
-    """This worker's training shard and, on rank 0, the whole validation set (read side by
-    side: each read waits mostly on Ray Data's tasks)."""
+    """This worker's training shard (Ray Data) and, on rank 0, the whole validation set."""
     import ray.train
 
-    def collect(split: str) -> data.ShardArrays:
-        batches = ray.train.get_dataset_shard(split).iter_batches(batch_format="pyarrow")
-        return data.collect_shard(batches, training_set.C, training_set.T)
-
-    if rank != 0:
-        return collect(data.TRAIN), None
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        val = pool.submit(collect, data.VAL)
-        return collect(data.TRAIN), val.result()
+    batches = ray.train.get_dataset_shard(data.TRAIN).iter_batches(batch_format="pyarrow")
+    train = data.collect_shard(batches, training_set.C, training_set.T)
+    val = data.read_split_features(training_set, data.VAL) if rank == 0 else None
+    return train, val
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -304,7 +319,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     state = new_train_state(loop_config["model_cfg"], cfg, str(device))
     _restore_from_ray(state)
     net = ray.train.torch.prepare_model(state.model)
-    train_shard, val_shard = _collect_shards(training_set, rank)
+    train_rows, val_shard = _collect_shards(training_set, rank)
+    train_shard = to_device(train_rows, device)
     last = cfg.epochs if cfg.stop_after_epoch is None else min(cfg.epochs, cfg.stop_after_epoch)
     while state.epoch < last:
         metrics = run_epoch(state, net, train_shard, cfg, rank, world)

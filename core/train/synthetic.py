@@ -101,18 +101,23 @@ def features_table(ids: list[str], feats_NCT: np.ndarray, durations_N: np.ndarra
     )
 
 
+def write_table(
+    output_uri: str, table: pa.Table, annotations: dict, rows_per_file: int = 256
+) -> str:
+    """Writes OUT/features/ (committed batches) and OUT/annotations.json; returns the latter."""
+    for start in range(0, table.num_rows, rows_per_file):
+        part = table.slice(start, rows_per_file)
+        ids = part.column(tables.VIDEO_ID).to_pylist()
+        commits.commit_batch(output_uri, RUN_ID, uuid.uuid4().hex, {"features": part}, ids)
+    anno_uri = storage.join(output_uri, "annotations.json")
+    storage.write_json(anno_uri, annotations)
+    return anno_uri
+
+
 def write_synthetic(
     output_uri: str, num_videos: int, C: int, T: int, num_classes: int, seed: int = 0,
     signal: float = 3.0, rows_per_file: int = 256,
 ) -> str:  # fmt: skip
-    """Writes OUT/features/ and OUT/annotations.json; returns the annotations URI."""
+    """:func:`synthetic_corpus` written by :func:`write_table`; returns the annotations URI."""
     table, annotations = synthetic_corpus(num_videos, C, T, num_classes, seed, signal)
-    for start in range(0, table.num_rows, rows_per_file):
-        part = table.slice(start, rows_per_file)
-        commits.commit_batch(
-            output_uri, RUN_ID, uuid.uuid4().hex, {"features": part},
-            part.column(tables.VIDEO_ID).to_pylist(),
-        )  # fmt: skip
-    anno_uri = storage.join(output_uri, "annotations.json")
-    storage.write_json(anno_uri, annotations)
-    return anno_uri
+    return write_table(output_uri, table, annotations, rows_per_file)

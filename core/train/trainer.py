@@ -140,8 +140,8 @@ def make_trainer(
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
-    options: ExecutionOptions = ray.train.DataConfig.default_ingest_options()
-    options.preserve_order = True  # deterministic shards (and no locality reordering)
+    # preserve_order: the same files give each worker the same rows on every (re)start
+    options = ExecutionOptions(preserve_order=True)
     return TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg, "model_cfg": model_cfg, "training_set": training_set},
@@ -160,14 +160,23 @@ def make_trainer(
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             **run_config_storage(output_uri),
         ),
-        datasets={
-            data.TRAIN: data.features_dataset(training_set, data.TRAIN),
-            data.VAL: data.features_dataset(training_set, data.VAL),
-        },
+        datasets={data.TRAIN: data.features_dataset(training_set, data.TRAIN)},
         dataset_config=ray.train.DataConfig(
             datasets_to_split=[data.TRAIN], execution_options=options
         ),
     )
+
+
+def warn_if_no_cpu_for_data(cfg: TrainConfig, cluster_cpus: float) -> None:
+    """Ray Data's read tasks need CPUs beyond the workers' share, or the run waits forever
+    (unless an autoscaler adds nodes)."""
+    taken = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+    if cluster_cpus < taken + 1:
+        log.warning(
+            "the cluster has %g CPUs and %d workers take %g: Ray Data needs at least one more "
+            "to read the features, so training waits for more nodes (embedded: --num-cpus)",
+            cluster_cpus, cfg.scaling.num_workers, taken,
+        )  # fmt: skip
 
 
 def best_checkpoint(result, score: str):
@@ -207,7 +216,9 @@ def run_training(
     check_output(output_uri, cfg, resume)
     data_cfg = cfg.data
     if data_cfg.val_annotations:
-        data_cfg = dataclasses.replace(data_cfg, val_annotations=absolute_uri(data_cfg.val_annotations))
+        data_cfg = dataclasses.replace(
+            data_cfg, val_annotations=absolute_uri(data_cfg.val_annotations)
+        )
     training_set = data.prepare_training_set(features_uri, annotations_uri, data_cfg)
     model_cfg = resolve_model_cfg(cfg.model, training_set)
     config_lib.save_resolved(raw_cfg, storage.join(output_uri, CONFIG_FILE))
@@ -216,6 +227,7 @@ def run_training(
         training_set.counts()[data.TRAIN], training_set.counts()[data.VAL],
         len(training_set.class_names), training_set.C, training_set.T, cfg.scaling.num_workers,
     )  # fmt: skip
+    warn_if_no_cpu_for_data(cfg, ray.cluster_resources().get("CPU", 0.0))
     result = make_trainer(cfg, model_cfg, training_set, output_uri, train_loop).fit()
     latest = _load_saved(result.checkpoint)
     summary = TrainSummary(output_uri, latest["epoch"], cfg.epochs, 0.0, latest["history"])

@@ -108,8 +108,8 @@ def test_crash_stop_and_resume_end_like_the_uninterrupted_run(uninterrupted, fea
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
     out = tmp_path / "resumed"
-    cfg, raw = config.load(CONFIG, TrainConfig, train_job.cli_overrides(
-        train_job.parse_args(train_args(features, str(out), options=["stop_after_epoch=2"]))))
+    args = train_job.parse_args(train_args(features, str(out), options=["stop_after_epoch=2"]))
+    cfg, raw = config.load(CONFIG, TrainConfig, train_job.cli_overrides(args))
     crash = functools.partial(crash_once_after_first_report, str(tmp_path / "crashed"))
     summary = run_training(cfg, raw, *features, str(out), train_loop=crash)
     assert (tmp_path / "crashed").exists()  # it did crash, and Ray Train restarted it
@@ -134,14 +134,13 @@ def test_crash_stop_and_resume_end_like_the_uninterrupted_run(uninterrupted, fea
 
 
 def test_refusals_exit_2_before_training(uninterrupted, features, tmp_path):
+    def rc(output, *extra, options=()) -> int:
+        return train_job.main(train_args(features, str(output), *extra, options=options))
+
     # an output that holds a run needs --resume; a resume must not change the recipe
-    assert train_job.main(train_args(features, str(uninterrupted))) == 2
-    assert train_job.main(
-        train_args(features, str(uninterrupted), "--resume", options=["optim.lr=0.1"])
-    ) == 2
+    assert rc(uninterrupted) == 2
+    assert rc(uninterrupted, "--resume", options=["optim.lr=0.1"]) == 2
     # the global batch must split evenly; the model must fit the features
-    assert train_job.main(train_args(features, str(tmp_path / "a"), options=["batch_size=7"])) == 2
-    assert train_job.main(
-        train_args(features, str(tmp_path / "b"), options=["model.feat_dim=400"])
-    ) == 2
+    assert rc(tmp_path / "a", options=["batch_size=7"]) == 2
+    assert rc(tmp_path / "b", options=["model.feat_dim=400"]) == 2
     assert not (tmp_path / "a").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -15,7 +17,9 @@ pytestmark = pytest.mark.unit
 
 
 def video(vid: str, segments, labels, duration=100.0, subset=None) -> VideoAnnotation:
-    return VideoAnnotation(vid, duration, subset, np.asarray(segments, float).reshape(-1, 2), labels)
+    return VideoAnnotation(
+        vid, duration, subset, np.asarray(segments, float).reshape(-1, 2), labels
+    )
 
 
 def test_split_by_subsets_and_by_hash():
@@ -90,10 +94,11 @@ def test_prepare_training_set_from_written_features(tmp_path):
     assert ts.counts() == {"train": 9, "val": 3}
     assert set(ts.val_annotations) == set(ts.gt["val"])
     assert ts.features_uri.endswith("features")
-    durations = dict(zip(*data.read_feature_index(ts.features_uri).select(
-        ["video_id", "duration"]).to_pydict().values(), strict=True))  # fmt: skip
+    index = data.read_feature_index(ts.features_uri).to_pydict()
+    durations = dict(zip(index["video_id"], index["duration"], strict=True))
     vid = sorted(ts.gt["train"])[0]
-    annos = parse_annotations(__import__("json").load(open(anno_uri)))
+    with open(anno_uri) as f:
+        annos = parse_annotations(json.load(f))
     seg = annos[vid].segments_N2[0]
     np.testing.assert_allclose(ts.gt["train"][vid][0, :2], seg / durations[vid])
 

@@ -48,8 +48,9 @@ def cfg(**kw) -> TrainConfig:
 
 
 def train(state, shard, c: TrainConfig, until: int) -> None:
+    rows = loop.to_device(shard, "cpu")
     while state.epoch < until:
-        loop.run_epoch(state, state.model, shard, c, rank=0, world=1)
+        loop.run_epoch(state, state.model, rows, c, rank=0, world=1)
         state.scheduler.step()
         state.epoch += 1
 
@@ -59,10 +60,11 @@ def test_training_learns_the_encoded_segments(corpus):
     c = cfg()
     state = loop.new_train_state(MODEL, c, "cpu")
     before = loop.validate(state, shards["val"], ts, "float32", 32)
-    first = loop.run_epoch(state, state.model, shards["train"], c, rank=0, world=1)
+    rows = loop.to_device(shards["train"], "cpu")
+    first = loop.run_epoch(state, state.model, rows, c, rank=0, world=1)
     state.epoch = 1
     train(state, shards["train"], c, until=12)
-    last = loop.run_epoch(state, state.model, shards["train"], c, rank=0, world=1)
+    last = loop.run_epoch(state, state.model, rows, c, rank=0, world=1)
     after = loop.validate(state, shards["val"], ts, "float32", 32)
     assert last["loss"] < 0.7 * first["loss"]
     assert after["AUC"] > before["AUC"] + 20 and after["AUC"] > 45
@@ -107,7 +109,8 @@ def test_training_curves_png(tmp_path):
                     AUC=20.0 * e, mAP=0.1 * e) for e in (1, 2, 3)]  # fmt: skip
     uri = str(tmp_path / "curves.png")
     final.write_training_curves(history, uri)
-    assert open(uri, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(uri, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resolve_model_cfg_checks_the_data():
