@@ -46,8 +46,8 @@ def sync(device: str) -> None:
 
 def upstream_predict_rate(model, feats_NCT: torch.Tensor, device: str) -> tuple[float, list]:
     """MMAction2's predict, one video per call (its own loop and NumPy post-processing)."""
-    from mmengine.structures import InstanceData  # noqa: F401  (mmaction's data samples need it)
     from mmaction.structures import ActionDataSample
+    from mmengine.structures import InstanceData  # noqa: F401  (mmaction's data samples need it)
 
     outputs = []
     t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def synthetic_videos(n: int, C: int, T: int, K: int, rng: np.random.Generator):
         starts = np.sort(rng.uniform(0, 0.8, g))
         ends = np.minimum(starts + rng.uniform(0.05, 0.4, g), 1.0)
         cls = rng.integers(0, K, g)
-        for s, e, k in zip(starts, ends, cls):
+        for s, e, k in zip(starts, ends, cls, strict=True):
             a, b = int(s * T), max(int(s * T) + 1, int(e * T))
             feats[i, :, a:b] += protos_KC[k][:, None]
         segments.append(np.stack([starts, ends], 1))
@@ -104,7 +104,7 @@ def bf16_accuracy(device: str, steps: int, test_videos: int, seed: int = 0) -> d
     train_x, train_seg, train_lab = synthetic_videos(2048, C, T, K, rng)
     model.train()
     t0 = time.perf_counter()
-    for step in range(steps):
+    for _ in range(steps):
         idx = rng.choice(len(train_x), 16, replace=False)
         x = torch.from_numpy(train_x[idx]).to(device)
         gt = pad_ground_truth([torch.from_numpy(train_seg[i]) for i in idx],
@@ -132,7 +132,9 @@ def bf16_accuracy(device: str, steps: int, test_videos: int, seed: int = 0) -> d
         ar = average_recall_at_avg_proposals(gt, proposals)
         result[dtype] = {k: float(v) for k, v in ar.metrics().items()}
     for dtype in ("tf32", "bfloat16"):
-        result[f"{dtype}_AR@100_abs_diff"] = abs(result["float32"]["AR@100"] - result[dtype]["AR@100"])
+        result[f"{dtype}_AR@100_abs_diff"] = abs(
+            result["float32"]["AR@100"] - result[dtype]["AR@100"]
+        )
     return result
 
 

@@ -186,7 +186,9 @@ def end_to_end_pool(paths: list[str], cfg: extract.ExtractConfig, workers: int) 
 def _warm(_: int) -> bool:
     """One forward pass per worker off the clock: CUDA context, cuDNN handles, kernels."""
     s = _WORKER_STAGE.sampling
-    _WORKER_STAGE.extractor.extract(np.zeros((8, s.clip_len, s.crop_size, s.crop_size, 3), np.uint8))
+    _WORKER_STAGE.extractor.extract(
+        np.zeros((8, s.clip_len, s.crop_size, s.crop_size, 3), np.uint8)
+    )
     time.sleep(0.5)
     return True
 

@@ -44,7 +44,9 @@ from core.train import data, loop, synthetic  # noqa: E402
 from core.train.config import DataSection, OptimSection, TrainConfig  # noqa: E402
 
 NUM_CLASSES = 200
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "bmn_cls_400x100_activitynet.py"
+CONFIG = (
+    Path(__file__).resolve().parents[1] / "configs" / "train" / "bmn_cls_400x100_activitynet.py"
+)
 
 
 def model_cfg(args: argparse.Namespace) -> dict:
@@ -69,9 +71,7 @@ def make_corpus(args: argparse.Namespace):
     class_of = {name: i for i, name in enumerate(annotations["classes"])}
     index = table.select(["video_id", "duration"])
     gt, _ = data.match_ground_truth(train, index, class_of)
-    rows = data.collect_shard(
-        [data.join_ground_truth(table, gt)], args.feat_dim, args.temporal_dim
-    )
+    rows = data.collect_shard([data.join_ground_truth(table, gt)], args.feat_dim, args.temporal_dim)
     return table, annotations, rows
 
 

@@ -59,7 +59,9 @@ def run_once(cfg_path: str, options: dict, workers: int, features: str, annotati
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="JSON file to write")
-    parser.add_argument("--config", default=str(REPO / "configs/train/bmn_cls_400x100_activitynet.py"))
+    parser.add_argument(
+        "--config", default=str(REPO / "configs/train/bmn_cls_400x100_activitynet.py")
+    )
     parser.add_argument("--cfg-options", nargs="+", action=config.DictAction, default=None)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker (NCCL)")
@@ -90,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         anno_uri = synthetic.write_table(os.path.join(tmp, "feats"), table, annotations, 1024)
         for n in args.workers:
             out = os.path.join(tmp, f"run_{n}")
-            runs.append(run_once(args.config, options, n, os.path.join(tmp, "feats"), anno_uri, out))
+            runs.append(
+                run_once(args.config, options, n, os.path.join(tmp, "feats"), anno_uri, out)
+            )
     ray.shutdown()
     base = next((r for r in runs if r["workers"] == 1), runs[0])
     for r in runs:

@@ -126,7 +126,10 @@ def _validate(value: Any, tp: Any, key: str, source: str) -> None:
         for name, field in fields.items():
             full = f"{key}.{name}" if key else name
             if name not in value:
-                if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                if (
+                    field.default is dataclasses.MISSING
+                    and field.default_factory is dataclasses.MISSING
+                ):
                     raise ConfigError(f"{source}: missing required key '{full}'")
                 continue
             _validate(value[name], hints[name], full, source)
@@ -152,13 +155,13 @@ def _validate(value: Any, tp: Any, key: str, source: str) -> None:
     if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
-        if args and not (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
-            if origin is tuple:
-                if len(args) != len(value):
-                    raise ConfigError(f"{where} must have {len(args)} items, got {value!r}")
-                for i, (v, a) in enumerate(zip(value, args)):
-                    _validate(v, a, f"{key}[{i}]", source)
-                return
+        fixed_tuple = origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis)
+        if fixed_tuple:
+            if len(args) != len(value):
+                raise ConfigError(f"{where} must have {len(args)} items, got {value!r}")
+            for i, (v, a) in enumerate(zip(value, args, strict=True)):
+                _validate(v, a, f"{key}[{i}]", source)
+            return
         item = args[0] if args else Any
         for i, v in enumerate(value):
             _validate(v, item, f"{key}[{i}]", source)

@@ -56,9 +56,18 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
         )
 
 
-def package_versions(names: tuple[str, ...] = (
-    "torch", "ray", "mmengine", "mmcv", "mmaction2", "numpy", "pyarrow", "av",
-)) -> dict[str, str]:
+def package_versions(
+    names: tuple[str, ...] = (
+        "torch",
+        "ray",
+        "mmengine",
+        "mmcv",
+        "mmaction2",
+        "numpy",
+        "pyarrow",
+        "av",
+    ),
+) -> dict[str, str]:
     """Installed versions of the packages that decide a run's numbers."""
     out = {}
     for name in names:

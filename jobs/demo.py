@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = args.output.rstrip("/")
-    corpus, untrained, model, trained = (f"{out}/{n}" for n in ("corpus", "untrained", "model", "trained"))
+    corpus, untrained, model, trained = (
+        f"{out}/{n}" for n in ("corpus", "untrained", "model", "trained")
+    )
     classes = f"localizer.model.num_action_classes={args.num_classes}"
 
     run("make_corpus", make_corpus.main, [
@@ -80,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(results: dict[str, dict], out: str) -> None:
     rows = [f"{'validation':<12}" + "".join(f"{m:>10}" for m in METRICS)]
     for name, metrics in results.items():
-        rows.append(f"{name:<12}" + "".join(f"{metrics.get(m, float('nan')):>10.3f}" for m in METRICS))
+        rows.append(
+            f"{name:<12}" + "".join(f"{metrics.get(m, float('nan')):>10.3f}" for m in METRICS)
+        )
     lines = [
         "",
         "Demo finished: the localizer trained on the synthetic corpus against the untrained one",
@@ -89,13 +93,15 @@ def print_table(results: dict[str, dict], out: str) -> None:
         "",
         f"  proposals (trained): {out}/trained/proposals/   features: {out}/untrained/features/",
         f"  model: {out}/model/best.pth   metrics: {out}/trained/eval/metrics.json",
-        f"  query: duckdb -c \"SELECT label, count(*) AS n, round(avg(label_score), 3) AS conf "
+        f'  query: duckdb -c "SELECT label, count(*) AS n, round(avg(label_score), 3) AS conf '
         f"FROM read_parquet('{out}/trained/proposals/**/*.parquet', hive_partitioning=true) "
-        "WHERE rank < 5 GROUP BY label ORDER BY n DESC\"",
+        'WHERE rank < 5 GROUP BY label ORDER BY n DESC"',
     ]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     raise SystemExit(main())

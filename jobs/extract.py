@@ -61,13 +61,15 @@ def print_summary(s: extract.ExtractSummary) -> None:
         f"{s.num_ok} ok, {s.num_failed} failed, {s.num_proposals} proposals",
     ]
     if s.errors_by_stage:
-        lines.append("  errors by stage: " + ", ".join(f"{k}={v}" for k, v in s.errors_by_stage.items()))
+        lines.append(
+            "  errors by stage: " + ", ".join(f"{k}={v}" for k, v in s.errors_by_stage.items())
+        )
     out = s.output_uri.rstrip("/")
     lines += [
         f"  features:  {out}/features/",
         f"  proposals: {out}/proposals/",
         f"  errors:    {out}/errors/",
-        f"  query: duckdb -c \"SELECT label, count(*), avg(score) FROM read_parquet("
+        f'  query: duckdb -c "SELECT label, count(*), avg(score) FROM read_parquet('
         f"'{out}/proposals/**/*.parquet', hive_partitioning=true) GROUP BY label\"",
     ]
     sys.stdout.write("\n".join(lines) + "\n")

@@ -23,7 +23,9 @@ PROPOSALS_SCHEMA = pa.schema(
         pa.field("score", pa.float32(), nullable=False),  # proposal confidence in [0, 1]
         pa.field("label", pa.string(), nullable=False),
         pa.field("label_id", pa.int32(), nullable=False),
-        pa.field("label_score", pa.float32(), nullable=False),  # detection confidence; mAP ranks by it
+        pa.field(
+            "label_score", pa.float32(), nullable=False
+        ),  # detection confidence; mAP ranks by it
         pa.field("rank", pa.int32(), nullable=False),  # 0 = best proposal of the video
         pa.field("duration", pa.float64(), nullable=False),  # the video's duration, seconds
         pa.field("model", pa.string(), nullable=False),  # localizer checkpoint sha256 or "random"
@@ -51,7 +53,9 @@ ERRORS_SCHEMA = pa.schema(
     [
         pa.field(VIDEO_ID, pa.string(), nullable=False),
         pa.field(URI, pa.string(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),  # list | decode | features | localize | write
+        pa.field(
+            "stage", pa.string(), nullable=False
+        ),  # list | decode | features | localize | write
         pa.field("error_type", pa.string(), nullable=False),
         pa.field("message", pa.string(), nullable=False),
     ]

@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -479,7 +479,9 @@ def run_extract(
     commits.remove_orphans(output_uri, TABLES)
     done = commits.committed_video_ids(output_uri)
     todo = [v for v in inputs if v.video_id not in done]
-    log.info("%d videos: %d already done, %d to process", len(inputs), len(inputs) - len(todo), len(todo))
+    log.info(
+        "%d videos: %d already done, %d to process", len(inputs), len(inputs) - len(todo), len(todo)
+    )
     run_dir = storage.join(output_uri, commits.RUNS_DIR, run_id)
     storage.write_text(storage.join(run_dir, "config.py"), resolved_config_text)
     record = {
@@ -502,7 +504,9 @@ def run_extract(
             ckpt["class_names"] or list(cfg.localizer.class_names),
         ),
         model_tag=ckpt["sha256"],
-        extractor_name=str(cfg.extractor.model.get("type", "recognizer")) + "/" + cfg.extractor.output,
+        extractor_name=str(cfg.extractor.model.get("type", "recognizer"))
+        + "/"
+        + cfg.extractor.output,
         extractor_checkpoint=cfg.extractor.checkpoint or "random",
     )
     counts = {"ok": 0, "failed": 0, "proposals": 0}
@@ -546,7 +550,9 @@ def run_extract(
         num_proposals=counts["proposals"],
         errors_by_stage=by_stage,
         seconds=round(seconds, 3),
-        videos_per_second=round((counts["ok"] + counts["failed"]) / seconds, 4) if seconds else None,
+        videos_per_second=round((counts["ok"] + counts["failed"]) / seconds, 4)
+        if seconds
+        else None,
     )
     storage.write_json(storage.join(run_dir, "record.json"), record)
     return ExtractSummary(

@@ -101,7 +101,9 @@ def list_inputs(input_uri: str) -> list[VideoInput]:
         uris = [_resolve(input_uri, str(u)) for u in table.column("uri").to_pylist()]
         if "video_id" in table.column_names:
             given = table.column("video_id").to_pylist()
-            ids = [safe_id(str(v)) if v else _id_from_uri(u) for v, u in zip(given, uris)]
+            ids = [
+                safe_id(str(v)) if v else _id_from_uri(u) for v, u in zip(given, uris, strict=True)
+            ]
         else:
             ids = [_id_from_uri(u) for u in uris]
     else:
@@ -112,4 +114,4 @@ def list_inputs(input_uri: str) -> list[VideoInput]:
         ids = [_id_from_uri(u) for u in uris]
     if not uris:
         raise InputError(f"no videos found at {input_uri} (extensions: {storage.VIDEO_EXTENSIONS})")
-    return [VideoInput(v, u) for v, u in zip(_unique(ids), uris)]
+    return [VideoInput(v, u) for v, u in zip(_unique(ids), uris, strict=True)]

@@ -26,7 +26,9 @@ CONFIG = str(REPO / "configs" / "extract" / "demo.py")
 FAST = ["extractor.num_actors=1", "write_batch_size=4"]
 
 
-def run_job(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_job(
+    *args: str, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "jobs.extract", "--config", CONFIG, "--num-cpus", "2", *args]
     return subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy()
@@ -151,7 +153,10 @@ def test_s3_manifest_in_s3_out(video_dir, s3_bucket):
     from core.io import commits
 
     feats = commits.read_table(out, "features", columns=["video_id", "C"]).to_pylist()
-    assert sorted(r["video_id"] for r in feats) == ["cam_1_carphone_pristine.mp4", "cam_1_vid_000000.mp4"]
+    assert sorted(r["video_id"] for r in feats) == [
+        "cam_1_carphone_pristine.mp4",
+        "cam_1_vid_000000.mp4",
+    ]
     errors = commits.read_table(out, "errors").to_pylist()
     assert [(e["video_id"], e["stage"]) for e in errors] == [("cam_1_text.mp4", "decode")]
     assert storage.list_files(f"{out}/_runs", (".py",))  # resolved config saved with the run

@@ -1,5 +1,7 @@
 """Storage against a moto S3 server on loopback."""
 
+import pathlib
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -15,7 +17,7 @@ def test_s3_roundtrip_listing_and_local_copy(s3_bucket):
     found = storage.list_files(storage.join(s3_bucket, "videos"), storage.VIDEO_EXTENSIONS)
     assert found == [f"{s3_bucket}/videos/a.mp4", f"{s3_bucket}/videos/deep/b.webm"]
     with storage.local_path(found[1]) as p:
-        assert open(p, "rb").read() == b"de"
+        assert pathlib.Path(p).read_bytes() == b"de"
 
 
 def test_s3_pyarrow_filesystem_reads_parquet(s3_bucket):

@@ -2,9 +2,9 @@
 
 One embedded Ray for the module; the jobs run in this process (``jobs.train.main``). The
 features encode their ground truth (core.train.synthetic), so a few epochs learn something.
-The resume test crashes a worker once (Ray Train restarts the group from its last checkpoint),
-stops cleanly after epoch 2 (``stop_after_epoch``), continues with ``--resume``, and must end
-with the uninterrupted run's weights and metrics, bit for bit.
+The resume test writes to S3 (moto on loopback), crashes a worker once (Ray Train restarts the
+group from its last checkpoint), stops cleanly after epoch 2 (``stop_after_epoch``), continues
+with ``--resume``, and must end with the uninterrupted run's weights and metrics, bit for bit.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from core import config
+from core import config, storage
 from core.io.checkpoint import load_checkpoint
 from core.models.localizer import load_localizer
 from core.train import TrainConfig, synthetic
@@ -37,7 +37,8 @@ METRIC_KEYS = ("AR@1", "AR@5", "AR@10", "AR@100", "AUC", "mAP", "mAP@0.5", "mAP@
 
 
 @pytest.fixture(scope="module")
-def ray_session():
+def ray_session(s3_server):
+    """Ray started after the S3 stand-in, so that its workers inherit the endpoint."""
     import ray
 
     ray.init(num_cpus=3, include_dashboard=False, configure_logging=False)
@@ -103,33 +104,38 @@ def crash_once_after_first_report(marker: str, loop_config: dict) -> None:
     loop.train_loop_per_worker(loop_config)
 
 
-def test_crash_stop_and_resume_end_like_the_uninterrupted_run(uninterrupted, features, tmp_path):
+def test_crash_stop_and_resume_end_like_the_uninterrupted_run(
+    uninterrupted, features, s3_server, tmp_path
+):
+    """On S3 (moto): checkpoints, the crash restart and the resume all go through it."""
+    import boto3
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
-    out = tmp_path / "resumed"
-    args = train_job.parse_args(train_args(features, str(out), options=["stop_after_epoch=2"]))
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="train-resume")
+    out = "s3://train-resume/run"
+    args = train_job.parse_args(train_args(features, out, options=["stop_after_epoch=2"]))
     cfg, raw = config.load(CONFIG, TrainConfig, train_job.cli_overrides(args))
     crash = functools.partial(crash_once_after_first_report, str(tmp_path / "crashed"))
-    summary = run_training(cfg, raw, *features, str(out), train_loop=crash)
+    summary = run_training(cfg, raw, *features, out, train_loop=crash)
     assert (tmp_path / "crashed").exists()  # it did crash, and Ray Train restarted it
     assert (summary.epochs_done, summary.best_uri) == (2, None)
-    assert not (out / "best.pth").exists()
+    assert not storage.exists(f"{out}/best.pth")
 
-    assert train_job.main(train_args(features, str(out), "--resume")) == 0
-    first = json.loads((uninterrupted / "history.json").read_text())
-    again = json.loads((out / "history.json").read_text())
+    assert train_job.main(train_args(features, out, "--resume")) == 0
     timing = {"train_seconds", "val_seconds", "samples_per_s"}
+    first = json.loads((uninterrupted / "history.json").read_text())
+    again = storage.read_json(f"{out}/history.json")
     assert [{k: v for k, v in h.items() if k not in timing} for h in again] == [
         {k: v for k, v in h.items() if k not in timing} for h in first
     ]
     a, _ = load_checkpoint(str(uninterrupted / "best.pth"))
-    b, _ = load_checkpoint(str(out / "best.pth"))
+    b, _ = load_checkpoint(f"{out}/best.pth")
     assert a["meta"]["epoch"] == b["meta"]["epoch"]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     ma = json.loads((uninterrupted / "metrics.json").read_text())
-    mb = json.loads((out / "metrics.json").read_text())
+    mb = storage.read_json(f"{out}/metrics.json")
     assert {k: ma[k] for k in METRIC_KEYS} == {k: mb[k] for k in METRIC_KEYS}
 
 

@@ -1,4 +1,5 @@
 import os
+import pathlib
 
 import pytest
 
@@ -32,7 +33,7 @@ def test_memory_scheme_and_listing():
         "memory:///storage-test-listing/sub/c.webm",
     ]
     with storage.local_path(found[0]) as p:
-        assert open(p, "rb").read() == b"x"
+        assert pathlib.Path(p).read_bytes() == b"x"
 
 
 def test_list_glob(tmp_path):
