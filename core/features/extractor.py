@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 import core  # noqa: F401  (upstream shims before mmaction)
-from core import storage
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +130,8 @@ class ExtractorConfig:
     """Most snippets per forward; larger inputs are split (results are identical)."""
     seed: int = 0
     """Seed of the random weights when ``checkpoint`` is ``None``."""
+    allow_pickle: bool = False
+    """Allow a checkpoint that needs full unpickling (runs code from the file): trusted only."""
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:
@@ -156,7 +157,7 @@ class FeatureExtractor:
     def __init__(self, cfg: ExtractorConfig) -> None:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
-        self.model = build_recognizer(cfg.model, cfg.checkpoint, cfg.seed)
+        self.model = build_recognizer(cfg.model, cfg.checkpoint, cfg.seed, cfg.allow_pickle)
         self.is_3d = type(self.model).__name__ == "Recognizer3D"
         if getattr(self.model, "with_neck", False):
             raise NotImplementedError("recognizers with a neck are not supported")
@@ -228,7 +229,10 @@ class FeatureExtractor:
 
 
 def build_recognizer(
-    model_cfg: dict[str, Any], checkpoint: str | None = None, seed: int = 0
+    model_cfg: dict[str, Any],
+    checkpoint: str | None = None,
+    seed: int = 0,
+    allow_pickle: bool = False,
 ) -> torch.nn.Module:
     """Builds an MMAction2 recognizer on the CPU, with checkpoint or seeded random weights."""
     import mmaction.models  # noqa: F401  (registers the recognizers, backbones and heads)
@@ -243,22 +247,20 @@ def build_recognizer(
         if checkpoint is None:
             _quiet_init_weights(model)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
+        load_checkpoint(model, checkpoint, allow_pickle)
     return model
 
 
-def load_checkpoint(model: torch.nn.Module, uri: str) -> None:
-    """Loads an MMEngine checkpoint (or bare state dict) from any URI, tensors only.
+def load_checkpoint(model: torch.nn.Module, uri: str, allow_pickle: bool = False) -> None:
+    """Loads an MMEngine checkpoint (or bare state dict) from any URI through
+    :mod:`core.io.checkpoint`: tensors only unless ``allow_pickle`` (trusted files).
 
-    ``torch.load(weights_only=True)`` never runs pickled code. Keys may carry DDP's ``module.``
-    prefix. A missing key is an error; unexpected keys are logged.
+    Keys may carry DDP's ``module.`` prefix. A missing key is an error; unexpected keys are
+    logged.
     """
-    with storage.local_path(uri, suffix=".pth") as path:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{uri}: not a state dict or an MMEngine checkpoint")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    from core.io.checkpoint import load_state_dict_from
+
+    state, sha256 = load_state_dict_from(uri, allow_pickle=allow_pickle)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing:
         raise ValueError(f"{uri}: checkpoint lacks {len(missing)} weights, e.g. {missing[:5]}")
@@ -266,7 +268,7 @@ def load_checkpoint(model: torch.nn.Module, uri: str) -> None:
         log.warning(
             "%s: ignoring %d unexpected keys, e.g. %s", uri, len(unexpected), unexpected[:5]
         )
-    log.info("loaded %s", uri)
+    log.info("loaded %s (sha256 %s)", uri, sha256[:12])
 
 
 def _quiet_init_weights(model: torch.nn.Module) -> None:

@@ -179,6 +179,7 @@ class SnippetFeatures:
                 dtype=section.dtype if use_cuda else "float32",
                 max_batch=section.batch_size,
                 seed=cfg.seed,
+                allow_pickle=cfg.checkpoint.allow_pickle,
             )
         )
         self.feat_dim = self.extractor.feature_dim

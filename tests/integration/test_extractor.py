@@ -178,3 +178,24 @@ def test_runs_without_mmcv_ops():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=repo
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+class MessageHub:
+    """A Python object in a checkpoint's meta, as MMEngine writes them."""
+
+    epoch = 3
+
+
+def test_checkpoint_needing_pickle_is_refused_unless_allowed(demo_scores, tmp_path):
+    from core.io.checkpoint import UnsafeCheckpointError
+
+    meta = MessageHub()  # like MMEngine's message_hub in its checkpoints: needs full unpickling
+    torch.save({"state_dict": demo_scores.model.state_dict(), "meta": meta}, tmp_path / "m.pth")
+    uri = str(tmp_path / "m.pth")
+    with pytest.raises(UnsafeCheckpointError, match="allow_pickle"):
+        FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, checkpoint=uri))
+    loaded = FeatureExtractor(
+        ExtractorConfig(model=TSN_R18_DEMO, checkpoint=uri, allow_pickle=True)
+    )
+    clips_NTHWC = random_clips(2, 1, 56)
+    np.testing.assert_array_equal(loaded.extract(clips_NTHWC), demo_scores.extract(clips_NTHWC))
