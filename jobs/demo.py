@@ -54,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         str(args.num_classes), "--seed", str(args.seed), "--min-duration", "6",
         "--max-duration", "16", "--resolutions", "320x240", "--fps", "15,25",
     ])  # fmt: skip
+    # the embedded Ray starts here; 3 logical CPUs: the 2 training workers plus Ray Data's ingest
     run("extract (untrained)", extract.main, [
         "--config", EXTRACT_CONFIG, "--input", f"{corpus}/videos", "--output", untrained,
-        "--cfg-options", classes,
+        "--num-cpus", "3", "--cfg-options", classes,
     ])  # fmt: skip
     run("train", train.main, [
         "--config", TRAIN_CONFIG, "--features", f"{untrained}", "--annotations",

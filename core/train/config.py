@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 # Keys that may differ between a run and its --resume: they change when or where the run
 # stops, never the numbers it produces.
-RUNTIME_KEYS = ("stop_after_epoch", "scaling", "storage", "final_eval")
+RUNTIME_KEYS = ("stop_after_epoch", "max_failures", "scaling", "storage", "final_eval")
 
 
 @dataclasses.dataclass

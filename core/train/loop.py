@@ -207,6 +207,11 @@ def seed_epoch(seed: int, epoch: int, rank: int, device: torch.device) -> torch.
     return generator
 
 
+def last_epoch(cfg: TrainConfig) -> int:
+    """Epochs done when this run ends: all, or ``stop_after_epoch`` if that comes first."""
+    return cfg.epochs if cfg.stop_after_epoch is None else min(cfg.epochs, cfg.stop_after_epoch)
+
+
 def steps_per_epoch(num_rows: int, per_worker_batch: int) -> int:
     return num_rows // per_worker_batch
 
@@ -321,8 +326,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     net = ray.train.torch.prepare_model(state.model)
     train_rows, val_shard = _collect_shards(training_set, rank)
     train_shard = to_device(train_rows, device)
-    last = cfg.epochs if cfg.stop_after_epoch is None else min(cfg.epochs, cfg.stop_after_epoch)
-    while state.epoch < last:
+    while state.epoch < last_epoch(cfg):
         metrics = run_epoch(state, net, train_shard, cfg, rank, world)
         val = None
         if rank == 0:

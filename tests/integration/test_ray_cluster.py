@@ -8,6 +8,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 
 import duckdb
 import pytest
@@ -44,7 +45,7 @@ def cluster(tmp_path_factory):
     _AUTH_ENV.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     gcs, dashboard = _free_port(), _free_port()
     started = _ray(
-        "start", "--head", "--num-cpus=2", f"--port={gcs}", "--node-ip-address=127.0.0.1",
+        "start", "--head", "--num-cpus=3", f"--port={gcs}", "--node-ip-address=127.0.0.1",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
         f"--temp-dir={temp_dir}", "--disable-usage-stats", timeout=180,
     )  # fmt: skip
@@ -52,15 +53,25 @@ def cluster(tmp_path_factory):
     try:
         yield f"http://127.0.0.1:{dashboard}"
     finally:
-        _ray("stop", "--force", timeout=120)
+        # only this cluster's processes (all carry its temp dir); `ray stop` would also end
+        # every other Ray on the machine
+        for sig in ("TERM", "KILL"):
+            subprocess.run(["pkill", f"-{sig}", "-f", str(temp_dir)], check=False)
+            time.sleep(3)
         _AUTH_ENV.clear()
 
 
 def submit(address: str, *entrypoint: str) -> subprocess.CompletedProcess:
-    return _ray(
-        "job", "submit", f"--address={address}", "--working-dir", ".", "--",
-        sys.executable, "-m", *entrypoint, cwd=REPO, timeout=900,
-    )  # fmt: skip
+    """``ray job submit``; retried while the new head's job agent is still starting."""
+    for _ in range(36):
+        result = _ray(
+            "job", "submit", f"--address={address}", "--working-dir", ".", "--",
+            sys.executable, "-m", *entrypoint, cwd=REPO, timeout=900,
+        )  # fmt: skip
+        if "No available agent to submit job" not in result.stderr:
+            return result
+        time.sleep(5)
+    return result
 
 
 def test_extract_runs_unchanged_on_a_cluster(cluster, tmp_path):

@@ -142,3 +142,9 @@ def test_global_batch_must_divide_over_workers():
     c.scaling.num_workers = 3
     with pytest.raises(ValueError, match="not divisible by 3 workers"):
         validate_train_config(c)
+
+
+def test_stop_after_epoch_bounds_the_run():
+    assert loop.last_epoch(cfg()) == 9
+    assert loop.last_epoch(cfg(stop_after_epoch=2)) == 2
+    assert loop.last_epoch(cfg(stop_after_epoch=20)) == 9
