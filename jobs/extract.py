@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = extract.run_extract(
             cfg, raw.pretty_text, videos, args.output, run_id, localizer_checkpoint=args.checkpoint
         )
-    except (extract.OutputConflictError, FileNotFoundError, PermissionError) as e:
+    except (
+        config.ConfigError,
+        extract.OutputConflictError,
+        FileNotFoundError,
+        PermissionError,
+    ) as e:
         log.error("%s", e)
         return 2
     print_summary(summary)

@@ -442,6 +442,30 @@ def fingerprint(cfg: ExtractConfig, localizer_sha256: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def check_shapes(cfg: ExtractConfig, localizer_model: dict) -> None:
+    """The localizer must take what the extractor makes: C from the recognizer's head, T.
+
+    Raises:
+        ConfigError: naming the keys that disagree.
+    """
+    from core.config import ConfigError
+
+    head = cfg.extractor.model.get("cls_head", {})
+    key = "num_classes" if cfg.extractor.output == "scores" else "in_channels"
+    made = head.get(key)
+    wanted = localizer_model.get("feat_dim")
+    if made is not None and made != wanted:
+        raise ConfigError(
+            f"extractor.output='{cfg.extractor.output}' makes {made}-d features "
+            f"(extractor.model.cls_head.{key}) but the localizer's feat_dim is {wanted}"
+        )
+    if localizer_model.get("temporal_dim") != cfg.temporal_dim:
+        raise ConfigError(
+            f"temporal_dim={cfg.temporal_dim} but the localizer's temporal_dim is "
+            f"{localizer_model.get('temporal_dim')}"
+        )
+
+
 def _check_previous_runs(output_uri: str, fp: str) -> None:
     base = storage.join(output_uri, commits.RUNS_DIR)
     if not storage.exists(base):
@@ -475,6 +499,7 @@ def run_extract(
 
     t0 = time.perf_counter()
     ckpt = checkpoint_facts(localizer_checkpoint, cfg.checkpoint.allow_pickle)
+    check_shapes(cfg, ckpt["model"] or cfg.localizer.model)
     fp = fingerprint(cfg, ckpt["sha256"])
     _check_previous_runs(output_uri, fp)
     commits.remove_orphans(output_uri, TABLES)

@@ -173,3 +173,11 @@ def test_missing_input_is_a_clear_job_error(tmp_path):
     result = run_job("--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o"))
     assert result.returncode == 2
     assert "input not found" in result.stderr
+
+
+def test_extractor_and_localizer_shapes_must_agree(video_dir, tmp_path):
+    folder, _ = video_dir
+    result = run_job("--input", str(folder), "--output", str(tmp_path / "o"),
+                     "--cfg-options", "localizer.model.feat_dim=400")  # fmt: skip
+    assert result.returncode == 2
+    assert "makes 512-d features" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import secrets
@@ -91,3 +92,26 @@ def test_extract_runs_unchanged_on_a_cluster(cluster, tmp_path):
         "hive_partitioning=true)"
     ).fetchall()
     assert rows == [(2,)]
+
+
+def test_train_runs_unchanged_on_a_cluster(cluster, tmp_path):
+    from core.train import synthetic
+
+    C = T = 16
+    annotations = synthetic.write_synthetic(str(tmp_path / "feats"), 32, C, T, num_classes=3)
+    out = tmp_path / "run"
+    tiny = [
+        f"model.feat_dim={C}", f"model.temporal_dim={T}", "model.post_process_top_k=16",
+        "model.hidden_dim_1d=32", "model.hidden_dim_2d=16", "model.hidden_dim_3d=32",
+        "epochs=2", "optim.milestones=[1]",
+    ]  # fmt: skip
+    result = submit(
+        cluster, "jobs.train", "--config", "configs/train/demo.py",
+        "--features", str(tmp_path / "feats"), "--annotations", annotations,
+        "--output", str(out), "--num-workers", "2", "--cfg-options", *tiny,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "succeeded" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["AR@100"] <= 1.0 and "mAP" in metrics
+    assert (out / "best.pth").exists()
