@@ -44,10 +44,14 @@ def cluster(tmp_path_factory):
     token = temp_dir / "auth_token"
     token.write_text(secrets.token_hex(32))
     _AUTH_ENV.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    gcs, dashboard = _free_port(), _free_port()
+    # every port chosen free: Ray's defaults (e.g. the agent's 52365) may be held by another
+    # Ray on this machine, and then job submission finds no agent
+    gcs, dashboard, agent_http, agent_grpc, runtime_env, metrics = (_free_port() for _ in range(6))
     started = _ray(
         "start", "--head", "--num-cpus=3", f"--port={gcs}", "--node-ip-address=127.0.0.1",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+        f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
         f"--temp-dir={temp_dir}", "--disable-usage-stats", timeout=180,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr[-3000:]
