@@ -107,12 +107,6 @@ def makedirs(uri: str) -> None:
             fs.makedirs(path, exist_ok=True)
 
 
-def open_uri(uri: str, mode: str = "rb", **kwargs: Any):
-    """Opens a URI for reading (``rb``/``r``); use :func:`write_bytes` to write whole files."""
-    fs, path = filesystem(uri)
-    return fs.open(path, mode, **kwargs)
-
-
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     return fs.cat_file(path)
