@@ -160,7 +160,7 @@ class FeatureExtractor:
         self.model = build_recognizer(cfg.model, cfg.checkpoint, cfg.seed, cfg.allow_pickle)
         self.is_3d = type(self.model).__name__ == "Recognizer3D"
         if getattr(self.model, "with_neck", False):
-            raise NotImplementedError("recognizers with a neck are not supported")
+            raise ValueError("recognizers with a neck are not supported: use one without `neck`")
         preprocessor = self.model.data_preprocessor
         if not getattr(preprocessor, "_enable_normalize", False):
             raise ValueError("the recognizer's data_preprocessor must set mean and std")
