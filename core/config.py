@@ -50,12 +50,23 @@ def load(path: str, schema: type[T], cfg_options: dict[str, Any] | None = None) 
         raise ConfigError(f"config file not found: {path}") from e
     _check_base_depth(path)
     data = _plain(cfg.to_dict())
-    _validate(data, schema, "", f"config file {path}")
+    source = f"config file {path}"
+    _validate(data, schema, "", source)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
         data = _plain(cfg.to_dict())
-        _validate(data, schema, "", f"--cfg-options (over {path})")
-    return _build(data, schema), cfg
+        source = f"--cfg-options (over {path})"
+        _validate(data, schema, "", source)
+    return _build(data, schema, "", source), cfg
+
+
+def build(schema: type[T], data: dict[str, Any], source: str = "settings") -> T:
+    """Checks a plain dict against ``schema`` and builds it: the one way any part of the code
+    turns settings into a typed section (unknown keys, wrong types and values that the
+    section's own ``__post_init__`` rejects are :class:`ConfigError` naming the key)."""
+    data = _plain(data)
+    _validate(data, schema, "", source)
+    return _build(data, schema, "", source)
 
 
 def save_resolved(cfg: Config, uri: str) -> None:
@@ -185,20 +196,53 @@ def _validate(value: Any, tp: Any, key: str, source: str) -> None:
     raise TypeError(f"schema type {tp!r} at '{key}' is not supported by core.config")
 
 
-def _build(value: Any, tp: Any) -> Any:
-    """Turns checked plain data into the schema's dataclasses (tuples stay lists)."""
+def _build(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Turns checked plain data into the schema's dataclasses (tuples stay lists).
+
+    A section's ``__post_init__`` may reject a combination of values (``ValueError``): that
+    becomes a :class:`ConfigError` naming the section and the file or option.
+    """
     if dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
-        kwargs = {name: _build(v, hints[name]) for name, v in value.items()}
-        return tp(**kwargs)
+        kwargs = {
+            name: _build(v, hints[name], f"{key}.{name}" if key else name, source)
+            for name, v in value.items()
+        }
+        try:
+            return tp(**kwargs)
+        except ConfigError:
+            raise
+        except ValueError as e:
+            where = f"key '{key}'" if key else "settings"
+            raise ConfigError(f"{source}: {where}: {e}") from e
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             if dataclasses.is_dataclass(arg) and isinstance(value, dict):
-                return _build(value, arg)
+                return _build(value, arg, key, source)
         return value
     if tp is float and isinstance(value, int):
         return float(value)
     if origin is tuple:
         return tuple(value)
     return value
+
+
+# ----------------------------------------------------------------------------- shared sections
+# Sections that more than one job's schema holds; each is defined here once.
+
+
+@dataclasses.dataclass
+class StorageSection:
+    """Where URIs resolve (``storage`` in every job's config)."""
+
+    endpoint_url: str | None = None
+    """S3-compatible endpoint (MinIO, ...); None = AWS's default or AWS_ENDPOINT_URL_S3."""
+
+
+@dataclasses.dataclass
+class CheckpointLoadSection:
+    """How model checkpoints are read (``checkpoint`` in the extract config)."""
+
+    allow_pickle: bool = False
+    """Allow checkpoints that need pickle (arbitrary code at load). Only for trusted files."""
