@@ -9,10 +9,11 @@ In one run:
   production config: one frame every 16, resized to 256 and centre-cropped), no model;
 * **model bound**: the recognizer alone on the accelerator on random snippets at full batch,
   and the localizer alone (forward + batched post-processing) on random features;
-* **end to end**: the production pipeline's own stage code (``SnippetFeatures`` then
-  ``Localizer`` from core.pipeline.extract) with ``--workers`` decoding actors sharing the
-  GPU, either as a process pool (default) or, with ``--ray``, as the real Ray Data job
-  (``run_extract``), which needs Ray and PyAV on the machine together;
+* **end to end**: with ``--ray``, the real Ray Data job (``core.pipeline.driver.run_extract``,
+  what ``jobs.extract`` runs) with ``--workers`` decoding actors sharing the GPU; without it,
+  a stand-in: the pipeline's stage classes (``SnippetFeatures`` then ``Proposals`` from
+  core.pipeline.stages) in a process pool, which measures the stages but not Ray Data's
+  scheduling, start-up and object store (the results file says which mode ran);
 * GPU utilisation sampled by ``nvidia-smi`` during the end-to-end part;
 * whether NVDEC is reachable from the software there (PyAV's ``h264_cuvid``).
 
@@ -41,14 +42,16 @@ import numpy as np
 
 import core  # noqa: F401
 from core import config
-from core.pipeline import extract
+from core.pipeline import columns as col
+from core.pipeline import driver, stages
+from core.pipeline.config import ExtractConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PROD_CONFIG = REPO / "configs" / "extract" / "tsn_r50_400x100.py"
 
 
 def make_720p_corpus(folder: str, args) -> list[str]:
-    from core.corpus.synthetic import make_corpus
+    from core.corpus import make_corpus
 
     make_corpus(
         folder, args.num_videos, 10, seed=0, min_duration=args.min_duration,
@@ -59,7 +62,7 @@ def make_720p_corpus(folder: str, args) -> list[str]:
 
 
 def _decode_only(path: str, sampling: dict) -> tuple[int, int, float]:
-    from core.video.decode import SamplingConfig, iter_snippets
+    from core.video import SamplingConfig, iter_snippets
 
     snippets, frames, duration = 0, 0, 0.0
     for batch in iter_snippets(path, SamplingConfig(**sampling)):
@@ -69,8 +72,8 @@ def _decode_only(path: str, sampling: dict) -> tuple[int, int, float]:
 
 
 def _import_decoder(_: int) -> bool:
-    import core.video.decode  # noqa: F401
-    from core.pipeline.extract import limit_cpu_threads
+    import core.video  # noqa: F401
+    from core.pipeline.stages import limit_cpu_threads
 
     limit_cpu_threads(1)  # as each extract actor does
 
@@ -96,16 +99,14 @@ def decode_bound(paths: list[str], sampling: dict, workers: int) -> dict:
     }  # fmt: skip
 
 
-def model_bound(cfg: extract.ExtractConfig, device: str, snippets_per_video: float) -> dict:
+def model_bound(cfg: ExtractConfig, device: str, snippets_per_video: float) -> dict:
     import torch
 
-    from core.features.extractor import ExtractorConfig, FeatureExtractor
+    from core.features.extractor import FeatureExtractor
     from core.models.localizer import load_localizer
 
     s = cfg.sampling
-    fx = FeatureExtractor(ExtractorConfig(model=cfg.extractor.model, output=cfg.extractor.output,
-                                          device=device, dtype=cfg.extractor.dtype,
-                                          max_batch=cfg.extractor.batch_size))  # fmt: skip
+    fx = FeatureExtractor(cfg.extractor, device=device)
     n = cfg.extractor.batch_size
     clips = np.random.randint(0, 255, (n, s.clip_len, s.crop_size, s.crop_size, 3), np.uint8)
     for _ in range(3):
@@ -117,8 +118,8 @@ def model_bound(cfg: extract.ExtractConfig, device: str, snippets_per_video: flo
     _sync(device)
     snippet_rate = n * reps / (time.perf_counter() - t0)
 
-    loc = load_localizer(cfg.localizer.model, device=device, dtype=cfg.localizer.dtype)
-    B, C, T = 64, cfg.localizer.model["feat_dim"], cfg.temporal_dim
+    loc = load_localizer(cfg.model, device=device, dtype=cfg.localizer.dtype)
+    B, C, T = 64, cfg.model["feat_dim"], cfg.temporal_dim
     feats = np.random.rand(B, C, T).astype(np.float32)
     durations = np.full(B, 30.0)
     for _ in range(2):
@@ -148,9 +149,9 @@ def _sync(device: str) -> None:
 _WORKER_STAGE = None
 
 
-def _init_worker(cfg: extract.ExtractConfig) -> None:
+def _init_worker(cfg: ExtractConfig) -> None:
     global _WORKER_STAGE
-    _WORKER_STAGE = extract.SnippetFeatures(cfg)
+    _WORKER_STAGE = stages.SnippetFeatures(cfg)
 
 
 def _features_of(paths: list[str]) -> dict:
@@ -161,9 +162,9 @@ def _features_of(paths: list[str]) -> dict:
     return _WORKER_STAGE(batch)
 
 
-def end_to_end_pool(paths: list[str], cfg: extract.ExtractConfig, workers: int) -> dict:
+def end_to_end_pool(paths: list[str], cfg: ExtractConfig, workers: int) -> dict:
     """The pipeline's stage classes with a process pool standing in for Ray's actor pool."""
-    loc = extract.Localizer(cfg, None)
+    loc = stages.Proposals(cfg, None)
     chunks = [paths[i : i + cfg.extractor.videos_per_call]
               for i in range(0, len(paths), cfg.extractor.videos_per_call)]  # fmt: skip
     ctx = mp.get_context("spawn")
@@ -185,7 +186,7 @@ def end_to_end_pool(paths: list[str], cfg: extract.ExtractConfig, workers: int) 
 
 def _warm(_: int) -> bool:
     """One forward pass per worker off the clock: CUDA context, cuDNN handles, kernels."""
-    s = _WORKER_STAGE.sampling
+    s = _WORKER_STAGE.cfg.sampling
     _WORKER_STAGE.extractor.extract(
         np.zeros((8, s.clip_len, s.crop_size, s.crop_size, 3), np.uint8)
     )
@@ -199,10 +200,10 @@ def _localize(loc, pending, ok, props):
     batch = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
     out = loc(batch)
     pending.clear()
-    return ok + int(out[extract.COL_OK].sum()), props + int(out[extract.COL_PROP_VALID].sum())
+    return ok + int(out[col.OK].sum()), props + int(out[col.PROPOSAL_VALID].sum())
 
 
-def end_to_end_ray(paths: list[str], cfg: extract.ExtractConfig, raw_text: str, gpus: int) -> dict:
+def end_to_end_ray(paths: list[str], cfg: ExtractConfig, raw_text: str, gpus: int) -> dict:
     import ray
 
     from core.pipeline.inputs import VideoInput
@@ -210,7 +211,7 @@ def end_to_end_ray(paths: list[str], cfg: extract.ExtractConfig, raw_text: str, 
     ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, include_dashboard=False)
     out = tempfile.mkdtemp(prefix="extract-bench-")
     inputs = [VideoInput(pathlib.Path(p).stem, p) for p in paths]
-    summary = extract.run_extract(cfg, raw_text, inputs, out, "bench")
+    summary = driver.run_extract(cfg, raw_text, inputs, out, "bench")
     ray.shutdown()
     shutil.rmtree(out, ignore_errors=True)
     return {"mode": "ray data", "seconds": summary.seconds,
@@ -294,7 +295,7 @@ def main() -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = dict(o.split("=", 1) for o in args.cfg_options)
-    cfg, raw = config.load(args.config, extract.ExtractConfig, _typed(options))
+    cfg, raw = config.load(args.config, ExtractConfig, _typed(options))
     cfg = dataclasses.replace(cfg, extractor=dataclasses.replace(
         cfg.extractor, checkpoint=None, num_actors=args.workers,
         num_gpus=(1.0 / (args.workers + 1)) if device == "cuda" else 0.0,

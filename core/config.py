@@ -133,7 +133,11 @@ def _validate(value: Any, tp: Any, key: str, source: str) -> None:
             if name not in fields:
                 full = f"{key}.{name}" if key else name
                 known = ", ".join(sorted(fields))
-                raise ConfigError(f"{source}: unknown key '{full}' (known keys here: {known})")
+                moved = getattr(tp, "MOVED", {}).get(name)
+                hint = f"; it moved to '{moved}'" if moved else ""
+                raise ConfigError(
+                    f"{source}: unknown key '{full}'{hint} (known keys here: {known})"
+                )
         for name, field in fields.items():
             full = f"{key}.{name}" if key else name
             if name not in value:

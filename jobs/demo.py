@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus, untrained, model, trained = (
         f"{out}/{n}" for n in ("corpus", "untrained", "model", "trained")
     )
-    classes = f"localizer.model.num_action_classes={args.num_classes}"
+    classes = f"model.num_action_classes={args.num_classes}"
 
     run("make_corpus", make_corpus.main, [
         "--output", corpus, "--num-videos", str(args.num_videos), "--num-classes",

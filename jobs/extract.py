@@ -15,7 +15,8 @@ import logging
 import sys
 
 from core import config, runtime, storage
-from core.pipeline import extract, inputs
+from core.pipeline import driver, inputs
+from core.pipeline.config import ExtractConfig
 
 log = logging.getLogger("jobs.extract")
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runtime.setup_logging()
     try:
-        cfg, raw = config.load(args.config, extract.ExtractConfig, args.cfg_options)
+        cfg, raw = config.load(args.config, ExtractConfig, args.cfg_options)
         storage.set_s3_endpoint(cfg.storage.endpoint_url)
         videos = inputs.list_inputs(args.input)
     except (config.ConfigError, inputs.InputError) as e:
@@ -43,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     runtime.init_ray(num_cpus=args.num_cpus)
     run_id = runtime.new_run_id()
     try:
-        summary = extract.run_extract(
+        summary = driver.run_extract(
             cfg, raw.pretty_text, videos, args.output, run_id, localizer_checkpoint=args.checkpoint
         )
     except (
         config.ConfigError,
-        extract.OutputConflictError,
+        driver.OutputConflictError,
         FileNotFoundError,
         PermissionError,
     ) as e:
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_summary(s: extract.ExtractSummary) -> None:
+def print_summary(s: driver.ExtractSummary) -> None:
     rate = (s.num_ok + s.num_failed) / s.seconds if s.seconds else 0.0
     lines = [
         f"run {s.run_id}: {s.num_inputs} videos in input, {s.num_skipped} already done",

@@ -11,19 +11,7 @@
 # (anet_anno_*.json carry no subsets; with the official activity_net.v1-3.min.json the
 # training / validation subsets are used and val_annotations stays None.)
 
-model = dict(
-    type="BMNwActionCls",
-    temporal_dim=100,
-    boundary_ratio=0.5,
-    num_samples=32,
-    num_samples_per_bin=3,
-    feat_dim=400,
-    soft_nms_alpha=0.4,
-    soft_nms_low_threshold=0.5,
-    soft_nms_high_threshold=0.9,
-    post_process_top_k=100,
-    num_action_classes=200,
-)
+_base_ = "../_base_/models/bmn_cls_400x100.py"
 
 epochs = 9
 batch_size = 16  # global: each of N workers takes 16 / N

@@ -1,25 +1,11 @@
-# A tiny, CPU-fast localizer for the demo and the tests: about a minute on 2 CPUs with 2
+# Training the tiny localizer (configs/_base_/models/bmn_cls_tiny.py) for the demo and the tests:
+# about a minute on 2 CPUs with 2
 # workers for ~60 videos. feat_dim and temporal_dim match configs/extract/demo.py (512-d pooled
 # TSN-R18 features at T=32); for other features override them, e.g.
 #   --cfg-options model.feat_dim=400 model.temporal_dim=100
 # num_action_classes=None takes the number of classes from the annotations.
 
-model = dict(
-    type="BMNwActionCls",
-    temporal_dim=32,
-    boundary_ratio=0.5,
-    num_samples=8,
-    num_samples_per_bin=3,
-    feat_dim=512,
-    soft_nms_alpha=0.4,
-    soft_nms_low_threshold=0.5,
-    soft_nms_high_threshold=0.9,
-    post_process_top_k=100,
-    hidden_dim_1d=64,
-    hidden_dim_2d=32,
-    hidden_dim_3d=64,
-    num_action_classes=None,
-)
+_base_ = "../_base_/models/bmn_cls_tiny.py"
 
 epochs = 12
 batch_size = 8  # global

@@ -12,7 +12,7 @@ on the device, ``backbone`` makes the feature map, and then either
   for ResNet-50, as ``clip_feature_extraction.py``'s ``FeatureHead`` with ``avg`` pooling.
 
 Only ``mmcv.cnn`` is used underneath (no ``mmcv.ops``), so mmcv-lite serves as well as mmcv.
-Frames arrive as RGB (:mod:`core.video.decode`), so the preprocessor's ``to_rgb`` is ignored.
+Frames arrive as RGB (:mod:`core.video`), so the preprocessor's ``to_rgb`` is ignored.
 
 Shape legend: N snippets, T frames per snippet, H x W crop, C channels (3 in, C' out), K classes.
 """
@@ -21,143 +21,42 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 import core  # noqa: F401  (upstream shims before mmaction)
+from core.features.config import ExtractorConfig
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("scores", "pooled")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-# ----------------------------------------------------------------------------- presets
-# Architectures as in mmaction2 1.2.0's configs (``_base_/models/tsn_r50.py``,
-# ``_base_/models/slowonly_r50.py``), with ``pretrained=None`` because the checkpoint carries
-# every weight. Checkpoint URLs are the ``Weights:`` entries of the configs' metafile.yml.
-
-_KINETICS_PREPROCESSOR = dict(
-    type="ActionDataPreprocessor",
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-)
-
-TSN_R50_KINETICS400: dict[str, Any] = dict(
-    type="Recognizer2D",
-    backbone=dict(type="ResNet", pretrained=None, depth=50, norm_eval=False),
-    cls_head=dict(
-        type="TSNHead",
-        num_classes=400,
-        in_channels=2048,
-        spatial_type="avg",
-        consensus=dict(type="AvgConsensus", dim=1),
-        dropout_ratio=0.4,
-        init_std=0.01,
-        average_clips="prob",
-    ),
-    data_preprocessor=dict(**_KINETICS_PREPROCESSOR, format_shape="NCHW"),
-    train_cfg=None,
-    test_cfg=None,
-)
-TSN_R50_KINETICS400_CHECKPOINT = (
-    "https://download.openmmlab.com/mmaction/v1.0/recognition/tsn/"
-    "tsn_imagenet-pretrained-r50_8xb32-1x1x8-100e_kinetics400-rgb/"
-    "tsn_imagenet-pretrained-r50_8xb32-1x1x8-100e_kinetics400-rgb_20220906-2692d16c.pth"
-)
-
-SLOWONLY_R50_8X8_KINETICS400: dict[str, Any] = dict(
-    type="Recognizer3D",
-    backbone=dict(
-        type="ResNet3dSlowOnly",
-        depth=50,
-        pretrained=None,
-        lateral=False,
-        conv1_kernel=(1, 7, 7),
-        conv1_stride_t=1,
-        pool1_stride_t=1,
-        inflate=(0, 0, 1, 1),
-        norm_eval=False,
-    ),
-    cls_head=dict(
-        type="I3DHead",
-        in_channels=2048,
-        num_classes=400,
-        spatial_type="avg",
-        dropout_ratio=0.5,
-        average_clips="prob",
-    ),
-    data_preprocessor=dict(**_KINETICS_PREPROCESSOR, format_shape="NCTHW"),
-)
-SLOWONLY_R50_8X8_KINETICS400_CHECKPOINT = (
-    "https://download.openmmlab.com/mmaction/v1.0/recognition/slowonly/"
-    "slowonly_imagenet-pretrained-r50_8xb16-8x8x1-steplr-150e_kinetics400-rgb/"
-    "slowonly_imagenet-pretrained-r50_8xb16-8x8x1-steplr-150e_kinetics400-rgb_20220901-df42dc84.pth"
-)
-
-TSN_R18_DEMO: dict[str, Any] = copy.deepcopy(TSN_R50_KINETICS400)
-"""TSN with a ResNet-18 (512-d pooled, 400 scores) for demos and tests on CPU at 56-112 px."""
-TSN_R18_DEMO["backbone"]["depth"] = 18
-TSN_R18_DEMO["cls_head"]["in_channels"] = 512
-
-
-# ----------------------------------------------------------------------------- extractor
-
-
-@dataclass(frozen=True)
-class ExtractorConfig:
-    """How to build a :class:`FeatureExtractor`."""
-
-    model: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(TSN_R50_KINETICS400))
-    """MMAction2 recognizer config dict (``Recognizer2D``/``Recognizer3D`` with a backbone,
-    a ``cls_head`` and an ``ActionDataPreprocessor``), e.g. :data:`TSN_R50_KINETICS400`."""
-    checkpoint: str | None = None
-    """URI of an MMEngine checkpoint (``{'state_dict': ...}``) or a bare state dict; ``None``
-    gives random weights from ``seed`` (tests, demos)."""
-    output: str = "scores"
-    """``"scores"`` (softmax class scores, K-d) or ``"pooled"`` (pooled backbone, C'-d)."""
-    device: str = "cpu"
-    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ..."""
-    dtype: str = "float32"
-    """``"float32"``, or ``"bfloat16"``/``"float16"`` autocast (CUDA; outputs stay float32)."""
-    channels_last: bool = True
-    """Channels-last memory format for the backbone on CUDA (ignored on CPU)."""
-    max_batch: int = 256
-    """Most snippets per forward; larger inputs are split (results are identical)."""
-    seed: int = 0
-    """Seed of the random weights when ``checkpoint`` is ``None``."""
-    allow_pickle: bool = False
-    """Allow a checkpoint that needs full unpickling (runs code from the file): trusted only."""
-
-    def __post_init__(self) -> None:
-        if self.output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
-        if self.max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
-
-    @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> ExtractorConfig:
-        """Builds from a config dict; an unknown key is an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(cfg) - known
-        if unknown:
-            raise KeyError(f"unknown ExtractorConfig keys {sorted(unknown)}; known {sorted(known)}")
-        return cls(**cfg)
-
 
 class FeatureExtractor:
     """Maps batches of uint8 snippets (from any number of videos) to per-snippet features."""
 
-    def __init__(self, cfg: ExtractorConfig) -> None:
+    def __init__(
+        self,
+        cfg: ExtractorConfig,
+        device: str = "cpu",
+        seed: int = 0,
+        allow_pickle: bool = False,
+    ) -> None:
+        """Builds the recognizer on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+
+        Args:
+            cfg: the extractor section; its ``dtype`` applies on CUDA only.
+            device: where the recognizer runs.
+            seed: seed of the random weights when ``cfg.checkpoint`` is None.
+            allow_pickle: allow a checkpoint that needs full unpickling (runs code from the
+                file): trusted files only.
+        """
         self.cfg = cfg
-        self.device = torch.device(cfg.device)
-        self.model = build_recognizer(cfg.model, cfg.checkpoint, cfg.seed, cfg.allow_pickle)
+        self.device = torch.device(device)
+        self.dtype = DTYPES[cfg.dtype] if self.device.type == "cuda" else torch.float32
+        self.model = build_recognizer(cfg.model, cfg.checkpoint, seed, allow_pickle)
         self.is_3d = type(self.model).__name__ == "Recognizer3D"
         if getattr(self.model, "with_neck", False):
             raise ValueError("recognizers with a neck are not supported: use one without `neck`")
@@ -184,7 +83,7 @@ class FeatureExtractor:
 
         Args:
             clips_NTHWC: uint8 RGB snippets, shape ``(N, T, H, W, 3)``, as
-                :class:`core.video.decode.SnippetBatch` holds them; N may be 0.
+                :class:`core.video.SnippetBatch` holds them; N may be 0.
 
         Returns:
             float32 array ``(N, feature_dim)``.
@@ -194,7 +93,7 @@ class FeatureExtractor:
             raise ValueError(f"expected (N, T, H, W, 3) clips, got shape {clips_NTHWC.shape}")
         if len(clips_NTHWC) == 0:
             return np.zeros((0, self.feature_dim), dtype=np.float32)
-        step = self.cfg.max_batch
+        step = self.cfg.batch_size
         parts = [self._forward(clips_NTHWC[i : i + step]) for i in range(0, len(clips_NTHWC), step)]
         return np.concatenate(parts)
 
@@ -222,10 +121,9 @@ class FeatureExtractor:
         return feats.cpu().numpy()
 
     def _autocast(self):
-        dtype = DTYPES[self.cfg.dtype]
-        if dtype == torch.float32:
+        if self.dtype == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
 
 def build_recognizer(

@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from core import storage
-from core.corpus.synthetic import make_corpus
+from core.corpus import make_corpus
 from tests.integration import videos
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -178,6 +178,6 @@ def test_missing_input_is_a_clear_job_error(tmp_path):
 def test_extractor_and_localizer_shapes_must_agree(video_dir, tmp_path):
     folder, _ = video_dir
     result = run_job("--input", str(folder), "--output", str(tmp_path / "o"),
-                     "--cfg-options", "localizer.model.feat_dim=400")  # fmt: skip
+                     "--cfg-options", "model.feat_dim=400")  # fmt: skip
     assert result.returncode == 2
     assert "makes 512-d features" in result.stderr

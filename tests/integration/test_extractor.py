@@ -14,17 +14,17 @@ import torch
 
 pytest.importorskip("mmcv")
 
-from core import storage  # noqa: E402
-from core.features.extractor import (  # noqa: E402
-    SLOWONLY_R50_8X8_KINETICS400,
-    TSN_R18_DEMO,
-    TSN_R50_KINETICS400,
-    ExtractorConfig,
-    FeatureExtractor,
-)
+from core import config, storage  # noqa: E402
+from core.features import ExtractorConfig, presets  # noqa: E402
+from core.features.extractor import FeatureExtractor  # noqa: E402
 from core.features.rescale import rescale_features  # noqa: E402
-from core.video.decode import SamplingConfig, iter_snippets  # noqa: E402
+from core.video import SamplingConfig, iter_snippets  # noqa: E402
 from tests.integration import videos  # noqa: E402
+
+
+TSN_R18_DEMO = presets.demo_recognizer()
+TSN_R50_KINETICS400 = presets.recognizer("tsn_r50_kinetics400")["model"]
+SLOWONLY_R50_8X8_KINETICS400 = presets.recognizer("slowonly_r50_kinetics400")["model"]
 
 
 def random_clips(n: int, t: int, size: int, seed: int = 0) -> np.ndarray:
@@ -34,7 +34,7 @@ def random_clips(n: int, t: int, size: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def demo_scores() -> FeatureExtractor:
     """Splits inputs into forwards of at most 3 snippets."""
-    return FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, output="scores", max_batch=3))
+    return FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, output="scores", batch_size=3))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_demo_shapes_and_softmax(demo_scores, demo_pooled):
 def test_same_seed_same_weights_other_seed_other_weights(demo_pooled):
     clips_NTHWC = random_clips(3, 1, 56)
     again = FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, output="pooled"))
-    other = FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, output="pooled", seed=1))
+    other = FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, output="pooled"), seed=1)
     np.testing.assert_array_equal(demo_pooled.extract(clips_NTHWC), again.extract(clips_NTHWC))
     assert not np.allclose(demo_pooled.extract(clips_NTHWC), other.extract(clips_NTHWC))
 
@@ -122,7 +122,7 @@ def test_checkpoint_round_trip_through_a_uri(demo_scores, tmp_path):
     torch.save(ckpt, path)
     uri = "memory://checkpoints/tsn_r18.pth"
     storage.write_bytes(uri, path.read_bytes())
-    loaded = FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, checkpoint=uri, seed=7))
+    loaded = FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, checkpoint=uri), seed=7)
     np.testing.assert_array_equal(loaded.extract(clips_NTHWC), demo_scores.extract(clips_NTHWC))
 
 
@@ -136,8 +136,8 @@ def test_checkpoint_missing_weights_is_an_error(demo_scores, tmp_path):
 
 
 def test_config_rejects_unknown_keys_and_values():
-    with pytest.raises(KeyError):
-        ExtractorConfig.from_dict({"model": TSN_R18_DEMO, "outptu": "scores"})
+    with pytest.raises(config.ConfigError, match="unknown key 'outptu'"):
+        config.build(ExtractorConfig, {"model": TSN_R18_DEMO, "outptu": "scores"})
     with pytest.raises(ValueError):
         ExtractorConfig(model=TSN_R18_DEMO, output="logits")
     assert TSN_R18_DEMO["backbone"]["depth"] == 18  # presets are not mutated by building
@@ -165,8 +165,9 @@ def test_runs_without_mmcv_ops():
                     raise ModuleNotFoundError(f"No module named {name!r} (mmcv-lite)")
         sys.meta_path.insert(0, BlockOps())
         import numpy as np
-        from core.features.extractor import TSN_R18_DEMO, ExtractorConfig, FeatureExtractor
-        ex = FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO))
+        from core.features import ExtractorConfig, presets
+        from core.features.extractor import FeatureExtractor
+        ex = FeatureExtractor(ExtractorConfig(model=presets.demo_recognizer()))
         out = ex.extract(np.zeros((2, 1, 32, 32, 3), np.uint8))
         assert out.shape == (2, 400), out.shape
         assert "mmcv.ops" not in sys.modules
@@ -195,7 +196,7 @@ def test_checkpoint_needing_pickle_is_refused_unless_allowed(demo_scores, tmp_pa
     with pytest.raises(UnsafeCheckpointError, match="allow_pickle"):
         FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, checkpoint=uri))
     loaded = FeatureExtractor(
-        ExtractorConfig(model=TSN_R18_DEMO, checkpoint=uri, allow_pickle=True)
+        ExtractorConfig(model=TSN_R18_DEMO, checkpoint=uri), allow_pickle=True
     )
     clips_NTHWC = random_clips(2, 1, 56)
     np.testing.assert_array_equal(loaded.extract(clips_NTHWC), demo_scores.extract(clips_NTHWC))

@@ -14,7 +14,7 @@ import time
 import duckdb
 import pytest
 
-from core.corpus.synthetic import make_corpus
+from core.corpus import make_corpus
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent

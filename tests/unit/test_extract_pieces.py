@@ -7,7 +7,11 @@ import pytest
 
 from core import config, storage
 from core.io import commits
-from core.pipeline import extract, inputs
+import pathlib
+
+from core.features import ExtractorConfig
+from core.pipeline import driver, inputs
+from core.pipeline.config import ExtractConfig, check_shapes
 
 
 def test_safe_ids_are_path_safe_and_unique(tmp_path):
@@ -54,27 +58,50 @@ def test_commits_skip_done_videos_and_remove_orphans(tmp_path):
     assert set(commits.read_table(out, "features").column("run_id").to_pylist()) == {"r1"}
 
 
-def _cfg(**localizer_model) -> extract.ExtractConfig:
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _cfg(**localizer_model) -> ExtractConfig:
     model = dict(feat_dim=400, temporal_dim=100) | localizer_model
-    return extract.ExtractConfig(
-        extractor=extract.ExtractorSection(model={"cls_head": {"num_classes": 400,
-                                                               "in_channels": 2048}}),
-        localizer=extract.LocalizerSection(model=model),
-    )  # fmt: skip
+    head = {"cls_head": {"num_classes": 400, "in_channels": 2048}}
+    return ExtractConfig(extractor=ExtractorConfig(model=head), model=model)
 
 
 def test_shape_check_names_the_mismatch():
     cfg = _cfg()
-    extract.check_shapes(cfg, cfg.localizer.model)
+    check_shapes(cfg, cfg.model)
     with pytest.raises(config.ConfigError, match="makes 400-d features"):
-        extract.check_shapes(cfg, {"feat_dim": 2048, "temporal_dim": 100})
+        check_shapes(cfg, {"feat_dim": 2048, "temporal_dim": 100})
     with pytest.raises(config.ConfigError, match="temporal_dim=100"):
-        extract.check_shapes(cfg, {"feat_dim": 400, "temporal_dim": 32})
+        check_shapes(cfg, {"feat_dim": 400, "temporal_dim": 32})
 
 
 def test_fingerprint_ignores_parallelism_not_the_model():
     a, b = _cfg(), _cfg()
     b.extractor.num_actors = 12
     b.localizer.batch_size = 512
-    assert extract.fingerprint(a, "random") == extract.fingerprint(b, "random")
-    assert extract.fingerprint(a, "random") != extract.fingerprint(a, "abc")
+    assert driver.fingerprint(a, "random") == driver.fingerprint(b, "random")
+    assert driver.fingerprint(a, "random") != driver.fingerprint(a, "abc")
+
+
+def test_random_localizer_needs_a_class_count():
+    cfg = _cfg(num_action_classes=None)
+    with pytest.raises(config.ConfigError, match="pass --checkpoint or set model.num_action"):
+        check_shapes(cfg, cfg.model)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "extract").glob("*.py")), ids=str)
+def test_repository_configs_load_and_agree(path):
+    cfg, _ = config.load(str(path), ExtractConfig)
+    check_shapes(cfg, cfg.model)
+    assert cfg.extractor.model["type"].startswith("Recognizer")
+
+
+def test_moved_and_invalid_keys_say_where(tmp_path):
+    demo = str(REPO / "configs" / "extract" / "demo.py")
+    with pytest.raises(config.ConfigError, match=r"'localizer\.model'; it moved to 'model"):
+        config.load(demo, ExtractConfig, {"localizer.model": {"feat_dim": 3}})
+    with pytest.raises(config.ConfigError, match=r"key 'sampling'.*crop_size 300 > short_side"):
+        config.load(demo, ExtractConfig, {"sampling.crop_size": 300})
+    with pytest.raises(config.ConfigError, match=r"key 'extractor'.*num_actors must be >= 1"):
+        config.load(demo, ExtractConfig, {"extractor.num_actors": 0})

@@ -1,0 +1,88 @@
+"""The extract job's config schema (``configs/extract/*.py``), checked by :func:`core.config.load`.
+
+Sections: ``sampling`` (:class:`core.video.SamplingConfig`), ``extractor``
+(:class:`core.features.ExtractorConfig`), ``model`` (the localizer's MMAction2-style model dict,
+as in jobs.train's config and MMAction2's own configs), ``localizer`` (how it runs),
+``checkpoint`` and ``storage`` (:mod:`core.config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Literal
+
+from core.config import CheckpointLoadSection, ConfigError, StorageSection
+from core.features.config import ExtractorConfig
+from core.video import SamplingConfig
+
+
+@dataclasses.dataclass
+class LocalizerSection:
+    """How the BMN-with-classification localizer (``model``) runs."""
+
+    MOVED: ClassVar[dict[str, str]] = {"model": "model (top level)"}
+
+    checkpoint: str | None = None
+    """URI of a checkpoint written by jobs.train (``best.pth``); None = random weights.
+    ``jobs.extract --checkpoint`` overrides it."""
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    """Names of the action classes; a checkpoint's own list takes precedence."""
+    batch_size: int = 64
+    """Videos per batched forward pass and post-processing."""
+    num_actors: int = 1
+    """Localizer actors."""
+    num_gpus: float = 0.0
+    """GPU share per localizer actor; 0 on CPU."""
+    dtype: Literal["float32", "tf32", "bfloat16"] = "float32"
+    """Inference precision on CUDA (see :class:`core.models.localizer.Localizer`); the CPU
+    runs float32."""
+
+
+@dataclasses.dataclass
+class ExtractConfig:
+    """The extract job's config schema."""
+
+    extractor: ExtractorConfig
+    model: dict[str, Any]
+    """The localizer: an MMAction2-style ``BMNwActionCls`` dict (``configs/_base_/models/``).
+    ``num_action_classes=None`` takes the class count from the checkpoint."""
+    localizer: LocalizerSection = dataclasses.field(default_factory=LocalizerSection)
+    sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+    temporal_dim: int = 100
+    """T: positions each video's features are rescaled to."""
+    write_batch_size: int = 64
+    """Videos per committed Parquet file."""
+    seed: int = 0
+    """Seeds the random weights of a recognizer or localizer without a checkpoint."""
+    checkpoint: CheckpointLoadSection = dataclasses.field(default_factory=CheckpointLoadSection)
+    storage: StorageSection = dataclasses.field(default_factory=StorageSection)
+
+
+def check_shapes(cfg: ExtractConfig, localizer_model: dict[str, Any]) -> None:
+    """The localizer must take what the extractor makes: C from the recognizer's head, T.
+
+    Args:
+        cfg: the extract config.
+        localizer_model: the model dict that will run (a checkpoint's own, else ``cfg.model``).
+
+    Raises:
+        ConfigError: naming the keys that disagree.
+    """
+    made = cfg.extractor.feature_dim
+    wanted = localizer_model.get("feat_dim")
+    if made is not None and made != wanted:
+        key = "num_classes" if cfg.extractor.output == "scores" else "in_channels"
+        raise ConfigError(
+            f"extractor.output='{cfg.extractor.output}' makes {made}-d features "
+            f"(extractor.model.cls_head.{key}) but the localizer's feat_dim is {wanted}"
+        )
+    if localizer_model.get("temporal_dim") != cfg.temporal_dim:
+        raise ConfigError(
+            f"temporal_dim={cfg.temporal_dim} but the localizer's temporal_dim is "
+            f"{localizer_model.get('temporal_dim')}"
+        )
+    if localizer_model.get("num_action_classes", 0) is None:
+        raise ConfigError(
+            "model.num_action_classes is None (take it from a checkpoint) but no localizer "
+            "checkpoint was given: pass --checkpoint or set model.num_action_classes"
+        )

@@ -1,0 +1,196 @@
+"""The extract pipeline's actor stages, in Ray's class pattern: the model loads in
+``__init__``, ``__call__`` maps a ``dict[str, np.ndarray]`` batch of video rows to another.
+
+Why decode lives in the feature actor rather than in a CPU stage of its own: decoded pixels
+are about 100 times larger than the features made from them (a 224² RGB snippet is 150 KB, its
+400 class scores 1.6 KB), and one long video yields thousands of snippets. A separate stage
+would either ship a whole video's pixels through the object store in one row (gigabytes for an
+hour of SlowOnly clips) or split videos into chunks that an all-to-all ``groupby`` must put back
+together, a barrier that stops streaming and resuming. In the actor, the decoder streams
+(:func:`core.video.iter_snippets`), snippets of consecutive videos share recognizer batches,
+and memory is bounded by one batch. The GPU is shared by fractional ``num_gpus``; its work per
+snippet is a small fraction of the decode work, so many decoding actors keep it busy.
+
+Shape legend: B videos in a batch, N snippets, C feature channels, T positions, P proposals.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from core import storage
+from core.io import tables
+from core.pipeline import columns as col
+from core.pipeline.config import ExtractConfig
+
+log = logging.getLogger(__name__)
+
+
+def limit_cpu_threads(n: int) -> None:
+    """Keeps an actor's OpenCV and torch CPU thread pools to the CPUs it reserved: by default
+    each sizes itself to the whole node, and a dozen actors per node oversubscribe it."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(n)
+    torch.set_num_threads(n)
+
+
+class SnippetFeatures:
+    """Actor: decodes its videos and turns their snippets into features rescaled to T.
+
+    Input rows: ``video_id``, ``uri``. Output rows add ``feats_CT`` (float32, zeros when the
+    video failed), ``ok``, the error columns, and the video's fps, frames, duration, snippets.
+    """
+
+    def __init__(self, cfg: ExtractConfig) -> None:
+        import torch
+
+        from core.features.extractor import FeatureExtractor
+
+        self.cfg = cfg
+        limit_cpu_threads(max(1, cfg.sampling.decode_threads))
+        use_cuda = cfg.extractor.num_gpus > 0 and torch.cuda.is_available()
+        self.extractor = FeatureExtractor(
+            cfg.extractor,
+            device="cuda" if use_cuda else "cpu",
+            seed=cfg.seed,
+            allow_pickle=cfg.checkpoint.allow_pickle,
+        )
+        self.feat_dim = self.extractor.feature_dim
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from core.features.rescale import rescale_features
+
+        ids, uris = list(batch[tables.VIDEO_ID]), list(batch[tables.URI])
+        facts = _VideoFacts(len(ids))
+        feats: list[list[np.ndarray]] = [[] for _ in ids]
+        pending: list[tuple[int, np.ndarray]] = []  # (video index, clips_NTHWC)
+        for i, uri in enumerate(uris):
+            self._decode(i, uri, facts, pending, feats)
+        self._flush(pending, feats)
+        T = self.cfg.temporal_dim
+        feats_BCT = np.zeros((len(ids), self.feat_dim, T), dtype=np.float32)
+        snippets_B = np.zeros(len(ids), dtype=np.int32)
+        for i in np.nonzero(facts.ok)[0]:
+            feats_NC = np.concatenate(feats[i], axis=0)
+            snippets_B[i] = len(feats_NC)
+            feats_BCT[i] = rescale_features(feats_NC, T)
+        return {
+            tables.VIDEO_ID: np.asarray(ids, dtype=object),
+            tables.URI: np.asarray(uris, dtype=object),
+            col.FEATS: feats_BCT,
+            col.NUM_SNIPPETS: snippets_B,
+            **facts.columns(),
+        }
+
+    def _decode(self, i: int, uri: str, facts: _VideoFacts, pending, feats) -> None:
+        """Streams video ``i`` into ``pending``; records its facts or its error."""
+        from core.video import VideoDecodeError, iter_snippets
+
+        batch_size = self.cfg.extractor.batch_size
+        try:
+            with storage.local_path(uri) as path:
+                last = None
+                for snippets in iter_snippets(path, self.cfg.sampling):
+                    pending.append((i, snippets.clips_NTHWC))
+                    last = snippets
+                    if sum(len(c) for _, c in pending) >= batch_size:
+                        self._flush(pending, feats)
+        except VideoDecodeError as e:
+            facts.fail(i, "decode", e.reason, e.message)
+        except FileNotFoundError as e:
+            facts.fail(i, "read", "not_found", str(e))
+        except Exception as e:  # noqa: BLE001  (any per-video failure is an error row)
+            log.exception("decoding %s failed", uri)
+            facts.fail(i, "decode", type(e).__name__, str(e))
+        else:
+            facts.succeed(i, float(last.info.fps), int(last.num_frames), float(last.duration))
+
+    def _flush(self, pending: list[tuple[int, np.ndarray]], feats) -> None:
+        """Runs the recognizer over the pending snippets (of one or more videos)."""
+        if not pending:
+            return
+        clips_NTHWC = np.concatenate([c for _, c in pending], axis=0)
+        feats_NC = self.extractor.extract(clips_NTHWC)
+        start = 0
+        for i, clips in pending:
+            feats[i].append(feats_NC[start : start + len(clips)])
+            start += len(clips)
+        pending.clear()
+
+
+class _VideoFacts:
+    """Per-video outcome of decoding a batch of B videos: ok or the error, and its facts."""
+
+    def __init__(self, B: int) -> None:
+        self.ok = np.zeros(B, dtype=bool)
+        self.stage = np.full(B, "", dtype=object)
+        self.error_type = np.full(B, "", dtype=object)
+        self.message = np.full(B, "", dtype=object)
+        self.fps = np.zeros(B, dtype=np.float64)
+        self.num_frames = np.zeros(B, dtype=np.int64)
+        self.duration = np.zeros(B, dtype=np.float64)
+
+    def succeed(self, i: int, fps: float, num_frames: int, duration: float) -> None:
+        self.ok[i] = True
+        self.fps[i], self.num_frames[i], self.duration[i] = fps, num_frames, duration
+
+    def fail(self, i: int, stage: str, error_type: str, message: str) -> None:
+        self.stage[i], self.error_type[i], self.message[i] = stage, error_type, message[:2000]
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {
+            col.OK: self.ok,
+            col.ERROR_STAGE: self.stage,
+            col.ERROR_TYPE: self.error_type,
+            col.ERROR_MESSAGE: self.message,
+            col.FPS: self.fps,
+            col.NUM_FRAMES: self.num_frames,
+            col.DURATION: self.duration,
+        }
+
+
+class Proposals:
+    """Actor: batched BMN-with-classification and Soft-NMS for the videos that decoded.
+
+    Input rows: :class:`SnippetFeatures`' output. Output rows add the top-P proposals
+    (``proposals_P_...``, ``proposal_label_P``, ``proposal_valid_P``).
+    """
+
+    def __init__(self, cfg: ExtractConfig, checkpoint_uri: str | None) -> None:
+        import torch
+
+        from core.models.localizer import load_localizer
+
+        self.cfg = cfg
+        device = "cuda" if cfg.localizer.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.localizer = load_localizer(
+            cfg.model,
+            checkpoint_uri=checkpoint_uri,
+            class_names=cfg.localizer.class_names,
+            device=device,
+            dtype=cfg.localizer.dtype,
+            allow_pickle=cfg.checkpoint.allow_pickle,
+            seed=cfg.seed,
+        )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok_B = batch[col.OK].astype(bool)
+        B = len(ok_B)
+        P = self.localizer.top_k
+        props_BP4 = np.zeros((B, P, 4), dtype=np.float64)
+        label_BP = np.full((B, P), -1, dtype=np.int32)
+        valid_BP = np.zeros((B, P), dtype=bool)
+        idx = np.nonzero(ok_B)[0]
+        if len(idx):
+            out = self.localizer.propose(batch[col.FEATS][idx], batch[col.DURATION][idx])
+            props_BP4[idx], label_BP[idx], valid_BP[idx] = out
+        return {
+            **batch,
+            col.PROPOSALS: props_BP4,
+            col.PROPOSAL_LABEL: label_BP,
+            col.PROPOSAL_VALID: valid_BP,
+        }
