@@ -1,14 +1,23 @@
-"""core.video.decode on real, odd and broken videos."""
+"""core.video on real, odd and broken videos."""
 
 from __future__ import annotations
 
 import logging
 import pickle
 
+import cv2
 import numpy as np
 import pytest
 
-from core.video.decode import SamplingConfig, SnippetBatch, VideoDecodeError, iter_snippets, probe
+from core.config import ConfigError, build
+from core.video import (
+    SamplingConfig,
+    SnippetBatch,
+    VideoDecodeError,
+    iter_snippets,
+    probe,
+    resize_crop,
+)
 from tests.integration import videos
 
 TSN = SamplingConfig(clip_len=1, clip_interval=16, short_side=64, crop_size=56)
@@ -261,6 +270,26 @@ def test_sampling_config_rejects_bad_values():
         SamplingConfig(crop_size=300, short_side=256)
     with pytest.raises(ValueError):
         SamplingConfig(clip_len=0)
-    with pytest.raises(KeyError):
-        SamplingConfig.from_dict({"clip_length": 8})
-    assert SamplingConfig.from_dict({"clip_len": 8}).clip_len == 8
+    with pytest.raises(ConfigError, match="clip_length"):
+        build(SamplingConfig, {"clip_length": 8})
+    with pytest.raises(ConfigError, match="crop_size"):
+        build(SamplingConfig, {"crop_size": 300})
+    assert build(SamplingConfig, {"clip_len": 8}) == SamplingConfig(clip_len=8)
+
+
+# ----------------------------------------------------------------------------- resize
+
+
+def test_resize_crop_uses_the_interpolation_it_is_given():
+    """Bilinear by default, as mmcv.imresize; another flag changes the result (a flag passed
+    where cv2.resize expects ``dst`` would be ignored)."""
+    img_HWC = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    bilinear_HWC = resize_crop(img_HWC, 40, 32)
+    area_HWC = resize_crop(img_HWC, 40, 32, interpolation=cv2.INTER_AREA)
+    nearest_HWC = resize_crop(img_HWC, 40, 32, interpolation=cv2.INTER_NEAREST)
+    assert bilinear_HWC.shape == area_HWC.shape == (32, 32, 3)
+    assert np.abs(bilinear_HWC.astype(int) - area_HWC).mean() > 5
+    assert np.abs(bilinear_HWC.astype(int) - nearest_HWC).mean() > 5
+    mmcv = pytest.importorskip("mmcv")
+    expected_HWC = mmcv.imresize(img_HWC, (53, 40), interpolation="bilinear")[4:36, 10:42]
+    np.testing.assert_array_equal(bilinear_HWC, expected_HWC)
