@@ -58,7 +58,7 @@ class SamplingConfig:
             value = getattr(self, field.name)
             minimum = 0 if field.name == "decode_threads" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"SamplingConfig.{field.name} must be an int >= {minimum}")
+                raise ValueError(f"{field.name} must be an int >= {minimum}, got {value!r}")
         if self.crop_size > self.short_side:
             raise ValueError(f"crop_size {self.crop_size} > short_side {self.short_side}")
 
