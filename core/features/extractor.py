@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
+
 class FeatureExtractor:
     """Maps batches of uint8 snippets (from any number of videos) to per-snippet features."""
 

@@ -151,7 +151,9 @@ def run_extract(
             num_cpus=1 if cfg.localizer.num_gpus == 0 else 0,
             num_gpus=cfg.localizer.num_gpus,
         )
-        ds = ds.map_batches(writer.write_batch, fn_kwargs={"ctx": ctx}, batch_size=cfg.write_batch_size)
+        ds = ds.map_batches(
+            writer.write_batch, fn_kwargs={"ctx": ctx}, batch_size=cfg.write_batch_size
+        )
         last_log = time.perf_counter()
         for summary in ds.iter_batches(batch_size=None, batch_format="numpy"):
             ok = summary[col.OK].astype(bool)

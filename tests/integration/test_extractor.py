@@ -21,7 +21,6 @@ from core.features.rescale import rescale_features  # noqa: E402
 from core.video import SamplingConfig, iter_snippets  # noqa: E402
 from tests.integration import videos  # noqa: E402
 
-
 TSN_R18_DEMO = presets.demo_recognizer()
 TSN_R50_KINETICS400 = presets.recognizer("tsn_r50_kinetics400")["model"]
 SLOWONLY_R50_8X8_KINETICS400 = presets.recognizer("slowonly_r50_kinetics400")["model"]

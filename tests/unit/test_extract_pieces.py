@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pyarrow as pa
 import pytest
 
 from core import config, storage
-from core.io import commits
-import pathlib
-
 from core.features import ExtractorConfig
+from core.io import commits
 from core.pipeline import driver, inputs
 from core.pipeline.config import ExtractConfig, check_shapes
 
