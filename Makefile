@@ -30,6 +30,8 @@ $(STAMP): pyproject.toml requirements/openmmlab.txt Makefile
 	$(PIP) install -q --no-deps -r requirements/openmmlab.txt
 	@# 5. this project (editable) with its test tools
 	$(PIP) install -q -e ".[test]"
+	@# 6. the drn placeholder into the installed mmaction (its wheel lacks it), so MMAction2's own tools import
+	$(PY) -c "import core.compat as c; print('drn:', c.install_drn_package())" && $(PY) -c "import mmaction.models"
 	$(PY) -c "import core.compat, mmcv.ops, mmaction.models, mmdet.models, ray, s3fs; print('setup ok')"
 	@touch $(STAMP)
 

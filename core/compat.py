@@ -4,9 +4,12 @@ Each shim names the upstream version and issue it exists for; delete it when the
 
 * mmaction2 1.2.0 (PyPI wheel): ``mmaction/models/localizers/__init__.py`` imports
   ``.drn.drn.DRN`` but the wheel ships no ``drn`` folder (open-mmlab/mmaction2#2714), so
-  ``import mmaction.models`` raises ModuleNotFoundError. We install an in-memory
-  ``mmaction.models.localizers.drn`` package whose ``DRN`` raises a clear error when built.
-  If a later wheel ships the real module, the shim steps aside.
+  ``import mmaction.models`` raises ModuleNotFoundError. One placeholder,
+  ``core/mmaction/drn_placeholder.py`` (a ``DRN`` that raises a clear error when built), serves
+  twice: ``make setup`` writes it into the installed mmaction with :func:`install_drn_package`
+  (so MMAction2's own ``tools/train.py`` imports, without this project), and importing this
+  module adds a last-resort import finder that serves the same file where an environment was
+  set up differently. A real ``drn`` on disk always wins over the finder.
 * mmaction2 1.2.0's VindLU models import ``apply_chunking_to_forward`` and friends from
   ``transformers.modeling_utils``, which newer transformers releases no longer export, so with
   such a transformers installed ``import mmaction.models`` fails. When that import fails we
@@ -19,53 +22,94 @@ Each shim names the upstream version and issue it exists for; delete it when the
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.metadata
 import importlib.util
+import os
 import sys
 import types
 
-_DRN_MODULE = "mmaction.models.localizers.drn"
+_DRN_PACKAGE = "mmaction.models.localizers.drn"
+_DRN_MODULE = _DRN_PACKAGE + ".drn"
+_PLACEHOLDER = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "mmaction", "drn_placeholder.py"
+)
+_PLACEHOLDER_TITLE = "Placeholder for mmaction2's DRN"  # its docstring's first words
+_PACKAGE_INIT = (
+    f'"""{_PLACEHOLDER_TITLE}: see drn.py."""\n\nfrom .drn import DRN\n\n__all__ = ["DRN"]\n'
+)
 
 
-class DRNUnavailable:
-    """Stands in for mmaction2's DRN, which the 1.2.0 wheel does not ship."""
+class _EmptyPackageLoader(importlib.abc.Loader):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return None  # the default module
 
-    def __init__(self, *args, **kwargs) -> None:
-        raise RuntimeError(
-            "DRN is not available: the mmaction2 1.2.0 wheel on PyPI does not ship "
-            "mmaction/models/localizers/drn (open-mmlab/mmaction2#2714). Install mmaction2 "
-            "from source to use DRN."
-        )
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
 
 
-def _drn_missing() -> bool:
-    if _DRN_MODULE in sys.modules:
-        return False
-    spec = importlib.util.find_spec("mmaction")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    import os
+class _DRNPlaceholderFinder(importlib.abc.MetaPathFinder):
+    """Last on ``sys.meta_path``: serves ``mmaction.models.localizers.drn`` (an empty package)
+    and its ``drn`` module (the placeholder file) only when no other finder has them."""
 
-    root = list(spec.submodule_search_locations)[0]
-    return not os.path.exists(os.path.join(root, "models", "localizers", "drn", "drn.py"))
+    def find_spec(self, fullname: str, path: object = None, target: object = None):
+        if fullname == _DRN_PACKAGE:
+            return importlib.machinery.ModuleSpec(fullname, _EmptyPackageLoader(), is_package=True)
+        if fullname == _DRN_MODULE:
+            return importlib.util.spec_from_file_location(fullname, _PLACEHOLDER)
+        return None
 
 
 def install_drn_placeholder() -> None:
-    """Registers an importable ``mmaction.models.localizers.drn.drn`` with ``DRN``."""
-    if not _drn_missing():
+    """Makes ``import mmaction.models`` work without a ``drn`` on disk (idempotent, lazy:
+    nothing is imported until mmaction imports the module)."""
+    if not any(isinstance(f, _DRNPlaceholderFinder) for f in sys.meta_path):
+        sys.meta_path.append(_DRNPlaceholderFinder())
+
+
+def install_drn_package() -> str:
+    """Writes the placeholder into the installed mmaction as ``models/localizers/drn/``
+    (``__init__.py`` and ``drn.py``, added to mmaction2's RECORD so that ``pip uninstall``
+    removes them). Leaves a real DRN alone; rewrites an earlier placeholder.
+
+    Returns:
+        The ``drn`` folder.
+    """
+    dist = importlib.metadata.distribution("mmaction2")
+    site = str(dist.locate_file(""))
+    folder = os.path.join(site, "mmaction", "models", "localizers", "drn")
+    module_path = os.path.join(folder, "drn.py")
+    if os.path.exists(module_path):
+        with open(module_path, encoding="utf-8") as f:
+            if _PLACEHOLDER_TITLE not in f.read():
+                return folder  # the real DRN
+    with open(_PLACEHOLDER, encoding="utf-8") as f:
+        files = {os.path.join(folder, "__init__.py"): _PACKAGE_INIT, module_path: f.read()}
+    os.makedirs(folder, exist_ok=True)
+    for path, text in files.items():
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    _add_to_record(dist, site, files)
+    return folder
+
+
+def _add_to_record(dist: importlib.metadata.Distribution, site: str, files: dict) -> None:
+    record = next((f for f in dist.files or [] if f.name == "RECORD"), None)
+    if record is None:
         return
-    package = types.ModuleType(_DRN_MODULE)
-    package.__path__ = []  # a package, so that ``.drn.drn`` resolves
-    module = types.ModuleType(_DRN_MODULE + ".drn")
-
-    class DRN(DRNUnavailable):
-        pass
-
-    DRN.__module__ = module.__name__
-    module.DRN = DRN
-    package.drn = module
-    package.DRN = DRN
-    sys.modules[_DRN_MODULE] = package
-    sys.modules[module.__name__] = module
+    record_path = str(record.locate())
+    with open(record_path, encoding="utf-8") as f:
+        known = {line.split(",")[0] for line in f}
+    with open(record_path, "a", encoding="utf-8") as f:
+        for path, text in files.items():
+            rel = os.path.relpath(path, site).replace(os.sep, "/")
+            if rel not in known:
+                data = text.encode("utf-8")
+                digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+                f.write(f"{rel},sha256={digest.decode()},{len(data)}\n")
 
 
 def disable_broken_multimodal() -> None:
