@@ -28,7 +28,6 @@ SLOWONLY = SamplingConfig(
 
 @pytest.fixture(scope="session")
 def odd_videos(tmp_path_factory) -> dict[str, str]:
-    videos.require_ffmpeg()
     folder = tmp_path_factory.mktemp("odd_videos")
     return {
         "odd_321x241": videos.make_video(folder / "odd.mp4", 321, 241, pix_fmt="yuv444p"),
@@ -51,7 +50,6 @@ def odd_videos(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def broken_videos(tmp_path_factory) -> dict[str, tuple[str, str]]:
-    videos.require_ffmpeg()
     return videos.make_broken_videos(tmp_path_factory.mktemp("broken_videos"))
 
 
