@@ -1,13 +1,13 @@
 """Data-parallel scaling of jobs.train: 1 and N workers, the same global batch, the same data.
 
-Writes synthetic features that encode their ground truth (core.train.synthetic), trains on them
-with ``core.train.trainer.run_training`` (what ``python -m jobs.train`` runs) once per worker
+Writes synthetic features that encode their ground truth (core.train.synthetic_features),
+trains on them with ``core.train.trainer.run_training`` (what ``python -m jobs.train`` runs) once per worker
 count, and reports training samples/s (epochs after the first, which includes warm-up),
 scaling efficiency ``(rate_N / rate_1) / N``, wall time and the final validation metrics
 (which should agree across worker counts up to the different data partition).
 
     python benchmarks/train_scaling.py --use-gpu --workers 1 2 4 8 \\
-        --output benchmarks/results/train_scaling_h200.json                   # one GPU each
+        --output benchmarks/results/train_scaling_cuda.json                   # one GPU each
     python benchmarks/train_scaling.py --config configs/train/demo.py --videos 96 \\
         --val-videos 24 --cfg-options model.feat_dim=32 model.temporal_dim=16 epochs=3 \\
         --output /tmp/train_scaling_cpu.json                                  # CPU, gloo
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import core  # noqa: E402, F401  (upstream shims before mmaction)
 from core import config  # noqa: E402
-from core.train import TrainConfig, synthetic  # noqa: E402
+from core.train import TrainConfig, synthetic_features  # noqa: E402
 from core.train.trainer import run_training  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         total = args.videos + args.val_videos
-        table, annotations = synthetic.synthetic_corpus(
+        table, annotations = synthetic_features.synthetic_corpus(
             total, C, T, args.num_classes, seed=0, val_fraction=args.val_videos / total
         )
-        anno_uri = synthetic.write_table(os.path.join(tmp, "feats"), table, annotations, 1024)
+        anno_uri = synthetic_features.write_table(
+            os.path.join(tmp, "feats"), table, annotations, 1024
+        )
         for n in args.workers:
             out = os.path.join(tmp, f"run_{n}")
             runs.append(

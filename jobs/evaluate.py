@@ -3,8 +3,9 @@
     python -m jobs.evaluate --proposals URI --annotations URI --output URI [--subset validation]
 
 Reads the proposals Parquet dataset (hive-partitioned, ``**/*.parquet``), accepts official
-ActivityNet v1.3 or MMAction2 ``anet_anno`` annotations, writes ``OUTPUT/metrics.json`` and
-``OUTPUT/ar_an.png``. Exit codes: 0 done, 2 missing or unusable input. Needs no Ray: it reads
+ActivityNet v1.3 or MMAction2 ``anet_anno`` annotations, writes ``OUTPUT/metrics.json``,
+``OUTPUT/ar_an.png`` and, for labelled proposals, ``per_class_ap.png``, ``confusion.png`` and
+``timelines.png`` (see :mod:`core.eval.report`). Exit codes: 0 done, 2 missing or unusable input. Needs no Ray: it reads
 one table and runs vectorised numpy.
 """
 
@@ -17,7 +18,7 @@ import sys
 from core import storage
 from core.eval.annotations import AnnotationError, load_annotations_and_classes
 from core.eval.metrics import EvaluationInputError, evaluate_full, format_summary, read_proposals
-from core.eval.plots import write_ar_an_png
+from core.eval.report import METRICS, write_report
 
 logger = logging.getLogger("jobs.evaluate")
 
@@ -44,10 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, AnnotationError, EvaluationInputError) as error:
         logger.error("%s", error)
         return 2
-    storage.write_json(storage.join(args.output, "metrics.json"), evaluation.metrics)
-    write_ar_an_png(evaluation.ar_an, storage.join(args.output, "ar_an.png"))
+    write_report(evaluation, args.output)
     print(format_summary(evaluation.metrics))
-    logger.info("wrote %s", storage.join(args.output, "metrics.json"))
+    logger.info("wrote %s", storage.join(args.output, METRICS))
     return 0
 
 

@@ -2,7 +2,7 @@
 # MMAction2's recipe, bmn_2xb8-400x100-9e_activitynet-feature.py: Adam lr 1e-3, weight decay
 # 1e-4, 9 epochs, lr x0.1 after epoch 7, global batch 16 (2 GPUs x 8), grad norm clip 40.
 #
-# Reproducing the seed's run with the real features (csv_mean_100) and MMAction2's annotations:
+# Training on the real ActivityNet features (csv_mean_100) and MMAction2's annotations:
 #   python -m jobs.import_features --csv-dir data/ActivityNet/activitynet_feature_cuhk/csv_mean_100 \
 #       --annotations data/ActivityNet/anet_anno_full.json --output OUT
 #   python -m jobs.train --config configs/train/bmn_cls_400x100_activitynet.py --features OUT \

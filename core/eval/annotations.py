@@ -95,38 +95,32 @@ def _segments_labels(video_id: str, annos: Iterable[Mapping]) -> tuple[np.ndarra
     return segments_N2, labels
 
 
-def _from_activitynet(data: Mapping) -> Annotations:
+def _videos(
+    items: Iterable[tuple[str, Mapping]], duration_key: str, extra_keys: tuple[str, ...]
+) -> Annotations:
+    """Annotations from ``(video_id, info)`` pairs of either format (they differ only in the
+    name of the duration field and in which frame facts they carry)."""
     out: Annotations = {}
-    for video_id, info in data["database"].items():
+    for video_id, info in items:
         segments_N2, labels = _segments_labels(video_id, info.get("annotations", []))
-        extra = {k: info[k] for k in ("fps", "resolution", "url") if k in info}
         out[video_id] = VideoAnnotation(
             video_id=video_id,
-            duration=float(info["duration"]),
+            duration=float(info[duration_key]),
             subset=info.get("subset"),
             segments_N2=segments_N2,
             labels=labels,
-            extra=extra,
+            extra={k: info[k] for k in extra_keys if k in info},
         )
     return out
+
+
+def _from_activitynet(data: Mapping) -> Annotations:
+    return _videos(data["database"].items(), "duration", ("fps", "resolution", "url"))
 
 
 def _from_mmaction(data: Mapping) -> Annotations:
-    out: Annotations = {}
-    for video_id, info in data.items():
-        if video_id == "classes":
-            continue
-        segments_N2, labels = _segments_labels(video_id, info["annotations"])
-        extra = {k: info[k] for k in ("fps", "feature_frame", "duration_frame") if k in info}
-        out[video_id] = VideoAnnotation(
-            video_id=video_id,
-            duration=float(info["duration_second"]),
-            subset=info.get("subset"),
-            segments_N2=segments_N2,
-            labels=labels,
-            extra=extra,
-        )
-    return out
+    items = ((k, v) for k, v in data.items() if k != "classes")
+    return _videos(items, "duration_second", ("fps", "feature_frame", "duration_frame"))
 
 
 def parse_annotations(data: Any) -> Annotations:

@@ -70,6 +70,11 @@ class DetectionResult:
             c: float(ap) for c, ap in zip(self.class_names, self.ap_TC.mean(axis=0), strict=True)
         }
 
+    def per_class_ap_at(self, tiou: float) -> dict[str, float]:
+        """AP of each class at the threshold nearest ``tiou``."""
+        t = int(np.argmin(np.abs(self.tiou_thresholds_T - tiou)))
+        return {c: float(ap) for c, ap in zip(self.class_names, self.ap_TC[t], strict=True)}
+
     def metrics(self) -> dict[str, float]:
         """``mAP`` (mean over thresholds) and ``mAP@0.5``, ``mAP@0.75``, ``mAP@0.95``."""
         out = {"mAP": self.average_map}

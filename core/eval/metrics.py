@@ -1,6 +1,7 @@
 """The evaluation entry: a proposals table + ground truth -> the ``metrics.json`` dict.
 
-``metrics.json`` (a contract, see DESIGN.md): ``AR@1``, ``AR@5``, ``AR@10``, ``AR@100``
+``metrics.json`` (what analysts and the README rely on; change it only with a migration
+note): ``AR@1``, ``AR@5``, ``AR@10``, ``AR@100``
 (fractions) and ``AUC`` (percent) as MMAction2's ANetMetric prints them; with labels also
 ``mAP`` (mean over tIoU 0.5:0.05:0.95), ``mAP@0.5``, ``mAP@0.75``, ``mAP@0.95`` (fractions);
 plus ``num_videos``, ``num_proposals`` and a few counts that explain them.
@@ -30,6 +31,7 @@ from core.eval.annotations import (
     load_annotations_and_classes,
     resolve_ids,
 )
+from core.eval.confusion import ConfusionMatrix, confusion_matrix
 from core.eval.detection import DetectionResult, average_precision_flat
 from core.eval.proposals import TIOU_THRESHOLDS, ARANResult, average_recall_flat
 from core.io.tables import RUN_ID, VIDEO_ID
@@ -53,11 +55,19 @@ class Evaluation:
         metrics: The ``metrics.json`` dict.
         ar_an: The AR-AN curve (for the plot).
         detection: Per-class AP, ``None`` when the table has no labels.
+        confusion: Ground-truth class against the label that found it, ``None`` without labels.
+        annotations: The evaluated videos' ground truth.
+        proposals: The evaluated rows, ``video_id`` spelled as in ``annotations``.
+        class_names: The label order of the per-class results.
     """
 
     metrics: dict
     ar_an: ARANResult
     detection: DetectionResult | None
+    confusion: ConfusionMatrix | None = None
+    annotations: Annotations = dataclasses.field(default_factory=dict)
+    proposals: pd.DataFrame | None = None
+    class_names: list[str] = dataclasses.field(default_factory=list)
 
 
 def read_proposals(uri: str, run_id: str | None = None) -> pa.Table:
@@ -158,7 +168,7 @@ def _detection(
     video_M: np.ndarray,
     gt: tuple[np.ndarray, np.ndarray, list[str]],
     names: list[str],
-) -> DetectionResult:
+) -> tuple[DetectionResult, ConfusionMatrix]:
     gt_video_N, gt_segments_N2, gt_labels = gt
     class_of = {name: i for i, name in enumerate(names)}
     gt_class_N = np.array([class_of[label] for label in gt_labels], dtype=np.int64)
@@ -168,23 +178,29 @@ def _detection(
     keep_M = det_class_M >= 0
     if not keep_M.all():
         logger.warning("%d detections have labels outside the annotations", int((~keep_M).sum()))
+    segments_M2 = frame[["t_start", "t_end"]].to_numpy(np.float64)
+    confusion = confusion_matrix(
+        gt_video_N, gt_class_N, gt_segments_N2, video_M, det_class_M, segments_M2,
+        frame["score"].to_numpy(np.float64), names,
+    )  # fmt: skip
     ap_TC = average_precision_flat(
         gt_video_N=gt_video_N,
         gt_class_N=gt_class_N,
         gt_segments_N2=gt_segments_N2,
         det_video_M=video_M[keep_M],
         det_class_M=det_class_M[keep_M],
-        det_segments_M2=frame[["t_start", "t_end"]].to_numpy(np.float64)[keep_M],
+        det_segments_M2=segments_M2[keep_M],
         det_scores_M=frame["label_score"].to_numpy(np.float64)[keep_M],
         num_classes=len(names),
     )
     evaluated_C = np.bincount(gt_class_N, minlength=len(names)) > 0
-    return DetectionResult(
+    detection = DetectionResult(
         ap_TC=ap_TC[:, evaluated_C],
         class_names=[n for n, keep in zip(names, evaluated_C, strict=True) if keep],
         tiou_thresholds_T=TIOU_THRESHOLDS,
         num_detections=int(keep_M.sum()),
     )
+    return detection, confusion
 
 
 def evaluate_full(
@@ -234,12 +250,16 @@ def evaluate_full(
         num_videos=len(annos),
         max_avg_proposals=max_avg_proposals,
     )
-    detection = None
+    detection = confusion = None
+    names = class_names(annos, classes)
     if all(c in frame for c in DETECTION_COLUMNS):
-        detection = _detection(frame, video_M, gt, class_names(annos, classes))
+        detection, confusion = _detection(frame, video_M, gt, names)
     metrics = _metrics(ar_an, detection, video_M, subset)
+    if confusion is not None:
+        metrics["confusion_matrix"] = confusion.to_json()
     metrics["max_avg_proposals"] = max_avg_proposals
-    return Evaluation(metrics=metrics, ar_an=ar_an, detection=detection)
+    evaluated = frame.assign(**{VIDEO_ID: np.asarray(list(annos), dtype=object)[video_M]})
+    return Evaluation(metrics, ar_an, detection, confusion, annos, evaluated, names)
 
 
 def _metrics(
@@ -249,6 +269,7 @@ def _metrics(
     if detection is not None:
         metrics.update(detection.metrics())
         metrics["per_class_AP"] = detection.per_class_ap()
+        metrics["per_class_AP@0.5"] = detection.per_class_ap_at(0.5)
     metrics.update(
         num_videos=ar_an.num_videos,
         num_proposals=ar_an.num_proposals,

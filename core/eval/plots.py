@@ -1,18 +1,29 @@
-"""The AR-AN curve as a PNG, written through :mod:`core.storage` (so ``s3://`` works).
+"""The evaluation's figures as PNGs, written through :mod:`core.storage` (so ``s3://`` works).
 
-Drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas: no pyplot, no global
-backend switch, safe in Ray workers and tests.
+* :func:`ar_an_figure` the AR-AN curve;
+* :func:`per_class_ap_figure` AP of each class (bars at tIoU 0.5 and averaged over 0.5:0.95);
+* :func:`confusion_figure` ground-truth class against the label that found it;
+* :func:`timeline_figure` for a few videos, ground truth against the top proposals.
+
+Drawn on bare :class:`matplotlib.figure.Figure` objects with the Agg canvas: no pyplot, no
+global backend switch, safe in Ray workers and tests.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 
+import numpy as np
+import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from core import storage
+from core.eval.annotations import VideoAnnotation
+from core.eval.confusion import MISSED, ConfusionMatrix
+from core.eval.detection import DetectionResult
 from core.eval.proposals import ARANResult
 
 
@@ -52,11 +63,119 @@ def ar_an_figure(result: ARANResult, title: str | None = None) -> Figure:
     return fig
 
 
+def per_class_ap_figure(detection: DetectionResult) -> Figure:
+    """Horizontal bars per class: AP at tIoU 0.5 and AP averaged over the thresholds."""
+    names = detection.class_names
+    fig = Figure(figsize=(7, 1.2 + 0.32 * max(len(names), 1)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    y_C = np.arange(len(names))
+    at_half = detection.per_class_ap_at(0.5)
+    mean = detection.per_class_ap()
+    ax.barh(y_C - 0.2, [at_half[n] for n in names], height=0.4, label="AP@0.5")
+    ax.barh(y_C + 0.2, [mean[n] for n in names], height=0.4, label="AP (0.5:0.95)")
+    ax.set_yticks(y_C, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("average precision")
+    ax.grid(True, axis="x", linestyle=":", linewidth=0.5)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title(
+        f"mAP {detection.average_map:.3f}  mAP@0.5 {detection.map_at(0.5):.3f}", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(confusion: ConfusionMatrix) -> Figure:
+    """The confusion matrix, rows normalised to the share of each class's segments."""
+    counts_CC1 = confusion.counts_CC1
+    C = len(confusion.class_names)
+    rows_C1 = counts_CC1.sum(axis=1, keepdims=True)
+    share_CC1 = counts_CC1 / np.maximum(rows_C1, 1)
+    size = 2.5 + 0.45 * C
+    fig = Figure(figsize=(size + 1.5, size), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(share_CC1, cmap="Blues", vmin=0, vmax=1)
+    for i, j in np.ndindex(counts_CC1.shape):
+        if counts_CC1[i, j]:
+            color = "white" if share_CC1[i, j] > 0.6 else "black"
+            ax.text(j, i, str(counts_CC1[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(np.arange(C + 1), [*confusion.class_names, MISSED], rotation=60, ha="right",
+                  fontsize=7)  # fmt: skip
+    ax.set_yticks(np.arange(C), confusion.class_names, fontsize=7)
+    ax.set_xlabel(f"label of the best proposal with tIoU >= {confusion.tiou:g}")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"label accuracy of found segments {confusion.label_accuracy():.3f}", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the class's segments")
+    fig.tight_layout()
+    return fig
+
+
+def class_colors(names: Sequence[str]) -> Mapping[str, tuple]:
+    """The colour :func:`timeline_figure` gives each class."""
+    colors = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: colors(i % colors.N) for i, name in enumerate(names)}
+
+
+def timeline_figure(
+    videos: Sequence[VideoAnnotation],
+    proposals: pd.DataFrame,
+    class_names: Sequence[str],
+    top_n: int = 5,
+) -> Figure:
+    """Per video: ground-truth segments (top row) above its ``top_n`` proposals by
+    ``label_score`` (one row each), coloured by class and named by label and label_score.
+
+    Args:
+        videos: the videos to draw, one panel each.
+        proposals: rows of these videos: ``video_id`` (the annotation id), ``t_start``,
+            ``t_end``, ``label``, ``label_score``.
+        class_names: colour order of the classes.
+    """
+    color_of = class_colors(class_names)
+    fig = Figure(figsize=(10, 0.5 + (top_n + 1) * 0.32 * len(videos) + 0.4 * len(videos)), dpi=100)
+    FigureCanvasAgg(fig)
+    by_video = dict(tuple(proposals.groupby("video_id", sort=False)))
+    for v, video in enumerate(videos):
+        ax = fig.add_subplot(len(videos), 1, v + 1)
+        rows = [("ground truth", s, label, None) for s, label in
+                zip(video.segments_N2, video.labels, strict=True)]  # fmt: skip
+        top = by_video.get(video.video_id, proposals.iloc[:0]).nlargest(top_n, "label_score")
+        for rank, row in enumerate(top.itertuples(index=False)):
+            rows.append((f"#{rank + 1}", (row.t_start, row.t_end), row.label, row.label_score))
+        labels_y = ["ground truth", *[f"#{r + 1}" for r in range(len(top))]]
+        for name, (start, end), label, score in rows:
+            y = labels_y.index(name)
+            ax.barh(y, end - start, left=start, height=0.7, color=color_of.get(label, "grey"))
+            text = label if score is None else f"{label} {score:.2f}"
+            ax.text(start, y, " " + text, va="center", fontsize=6)
+        ax.set_yticks(np.arange(len(labels_y)), labels_y, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xlim(0, video.duration)
+        ax.set_title(video.video_id, fontsize=8, loc="left")
+        ax.grid(True, axis="x", linestyle=":", linewidth=0.5)
+    if videos:
+        fig.axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def write_png(fig: Figure, uri: str) -> None:
+    """Writes a figure as a PNG to ``uri``."""
+    storage.write_bytes(uri, png_bytes(fig))
+
+
 def ar_an_png(result: ARANResult, title: str | None = None) -> bytes:
     """The AR-AN curve as PNG bytes."""
-    buffer = io.BytesIO()
-    ar_an_figure(result, title).savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(ar_an_figure(result, title))
 
 
 def write_ar_an_png(result: ARANResult, uri: str, title: str | None = None) -> None:

@@ -1,15 +1,22 @@
-"""Models: BMN with an action-classification head, its fast boundary-matching stage, targets.
+"""The localizer model, in the order data flows through it.
 
-Importing this package registers ``BMNwActionCls`` in MMAction2's model registry.
+* :mod:`core.models.bmn` the network: MMAction2's BMN plus an action-classification head
+  (``BMNwActionCls``, registered in MMAction2's model registry on import).
+* :mod:`core.models.bm_layer` its boundary-matching stage as two GEMMs.
+* :mod:`core.models.heads` the action-classification heads.
+* :mod:`core.models.targets` training targets from ground-truth segments.
+* :mod:`core.models.losses` BMN's losses and the head's.
+* :mod:`core.models.postprocess` batched proposals, Soft-NMS and labels.
+* :mod:`core.models.localizer` the checkpoint format and batched inference.
 """
 
 from core.models.bm_layer import BoundaryMatchingConv, interp1d_sample_mask
-from core.models.bmn_cls import BMNOutputs, BMNwActionCls, build_bmn_cls, proposal_labels
+from core.models.bmn import BMNOutputs, BMNwActionCls, build_bmn_cls
+from core.models.losses import action_cls_loss, bmn_loss
+from core.models.postprocess import proposal_labels
 from core.models.targets import (
     BMNTargets,
-    action_cls_loss,
     action_targets,
-    bmn_loss,
     bmn_targets,
     boundary_targets,
     pad_ground_truth,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from core.io.checkpoint import load_checkpoint, unwrap_state_dict
-from core.models.bmn_cls import BMNwActionCls, build_bmn_cls
+from core.models.bmn import BMNwActionCls, build_bmn_cls
 from core.models.postprocess import batched_proposals
 
 log = logging.getLogger(__name__)

@@ -211,6 +211,41 @@ def span_mean_probs(
     return (upper_BKP - lower_BKP) / (end_BP - start_BP)[:, None, :]
 
 
+def label_proposals(
+    probs_BKT: torch.Tensor,
+    start_idx_BP: torch.Tensor,
+    end_idx_BP: torch.Tensor,
+    background_last: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each proposal's label: the class of highest mean probability over its span.
+
+    Args:
+        probs_BKT: per-position class probabilities (softmax over K).
+        start_idx_BP, end_idx_BP: the proposals' boundary indices (positions start..end-1).
+        background_last: the last row is background, never a label.
+
+    Returns:
+        ``labels_BP`` (int64) and ``probs_BP``, the label's mean probability (float64).
+    """
+    probs_BKT = probs_BKT[:, :-1] if background_last else probs_BKT
+    best_BP = span_mean_probs(probs_BKT, start_idx_BP, end_idx_BP).max(dim=1)
+    return best_BP.indices, best_BP.values
+
+
+def proposal_labels(
+    action_logits_KT: torch.Tensor, start_P: torch.Tensor, end_P: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`label_proposals` for one video's head logits (background last).
+
+    Returns:
+        label_P (int64, background never chosen) and prob_P (float32), the label's mean
+        probability.
+    """
+    probs_1KT = torch.softmax(action_logits_KT.float(), dim=0)[None]
+    label_1P, prob_1P = label_proposals(probs_1KT, start_P[None], end_P[None])
+    return label_1P[0], prob_1P[0].float()
+
+
 def batched_proposals(
     conf_map_B2DT: torch.Tensor,
     start_BT: torch.Tensor,
@@ -270,11 +305,11 @@ def batched_proposals(
     )
     proposals = Proposals(segments_BP2, scores_BP, valid_BP, positions_BP2, durations_B)
     if action_probs_BKT is not None:
-        probs_BKT = action_probs_BKT[:, :-1] if background_last else action_probs_BKT
-        mean_BKP = span_mean_probs(probs_BKT, positions_BP2[..., 0], positions_BP2[..., 1])
-        best_BP = mean_BKP.max(dim=1)
-        proposals.labels_BP = best_BP.indices
-        proposals.label_scores_BP = scores_BP * best_BP.values.to(dtype)
+        labels_BP, probs_BP = label_proposals(
+            action_probs_BKT, positions_BP2[..., 0], positions_BP2[..., 1], background_last
+        )
+        proposals.labels_BP = labels_BP
+        proposals.label_scores_BP = scores_BP * probs_BP.to(dtype)
     return proposals
 
 

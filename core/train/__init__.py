@@ -4,7 +4,10 @@
 * :mod:`core.train.data` annotations + features Parquet -> splits, shards, batches.
 * :mod:`core.train.loop` model, optimizer, one epoch, train state, the Ray Train worker loop.
 * :mod:`core.train.evaluation` validation metrics of a localizer on features in memory.
-* :mod:`core.train.final` best.pth export, the final evaluation, the training curves.
+* :mod:`core.train.final_eval` the run's final task: best.pth export, its evaluation, the
+  training curves.
+* :mod:`core.train.synthetic_features` features Parquet with known ground truth, for tests
+  and benchmarks (no videos).
 * :mod:`core.train.trainer` the driver: TorchTrainer, resume, outputs.
 
 Only :mod:`core.train.loop` and :mod:`core.train.trainer` touch Ray, and only inside the

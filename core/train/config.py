@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from core.config import StorageSection
+
 # Keys that may differ between a run and its --resume: they change when or where the run
 # stops, never the numbers it produces.
 RUNTIME_KEYS = ("stop_after_epoch", "max_failures", "scaling", "storage", "final_eval")
@@ -61,17 +63,13 @@ class ScalingSection:
 
 
 @dataclasses.dataclass
-class CheckpointSection:
+class CheckpointKeepSection:
+    """Which Ray Train checkpoints a run keeps (``checkpoint`` in the train config)."""
+
     num_to_keep: int | None = 2
     """Ray Train checkpoints kept besides the latest (the best by ``score``); None: all."""
     score: Literal["AUC", "AR@100", "mAP"] = "AUC"
     """The validation metric that picks the best checkpoint (exported as ``best.pth``)."""
-
-
-@dataclasses.dataclass
-class StorageSection:
-    endpoint_url: str | None = None
-    """S3-compatible endpoint (MinIO, ...); None = AWS's default or AWS_ENDPOINT_URL_S3."""
 
 
 @dataclasses.dataclass
@@ -89,7 +87,7 @@ class TrainConfig:
     optim: OptimSection = dataclasses.field(default_factory=OptimSection)
     data: DataSection = dataclasses.field(default_factory=DataSection)
     scaling: ScalingSection = dataclasses.field(default_factory=ScalingSection)
-    checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
+    checkpoint: CheckpointKeepSection = dataclasses.field(default_factory=CheckpointKeepSection)
     storage: StorageSection = dataclasses.field(default_factory=StorageSection)
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
     """Autocast dtype of the forward pass on CUDA; the CPU always runs float32."""

@@ -32,7 +32,7 @@ from mmengine.config import Config
 
 from core import config as config_lib
 from core import storage
-from core.train import data, final
+from core.train import data, final_eval
 from core.train.config import TrainConfig, fingerprint_dict, validate_train_config
 from core.train.loop import load_state_file, train_loop_per_worker
 
@@ -231,20 +231,22 @@ def run_training(
     result = make_trainer(cfg, model_cfg, training_set, output_uri, train_loop).fit()
     latest = _load_saved(result.checkpoint)
     summary = TrainSummary(output_uri, latest["epoch"], cfg.epochs, 0.0, latest["history"])
-    storage.write_json(storage.join(output_uri, final.HISTORY), summary.history)
-    final.write_training_curves(summary.history, storage.join(output_uri, final.CURVES_PNG))
+    storage.write_json(storage.join(output_uri, final_eval.HISTORY), summary.history)
+    final_eval.write_training_curves(
+        summary.history, storage.join(output_uri, final_eval.CURVES_PNG)
+    )
     if summary.finished:
         checkpoint, metrics = best_checkpoint(result, cfg.checkpoint.score)
         saved = latest if metrics["epoch"] == latest["epoch"] else _load_saved(checkpoint)
-        summary.best_uri = storage.join(output_uri, final.BEST)
+        summary.best_uri = storage.join(output_uri, final_eval.BEST)
         summary.best_epoch = int(saved["epoch"])
-        summary.best_sha256 = final.export_best(
+        summary.best_sha256 = final_eval.export_best(
             saved, model_cfg, training_set.class_names, summary.best_uri,
             metrics={k: metrics[k] for k in metrics if isinstance(metrics[k], (int, float))},
             seed=cfg.seed,
         )  # fmt: skip
         if cfg.final_eval:
-            task = ray.remote(final.final_evaluation).options(
+            task = ray.remote(final_eval.final_evaluation).options(
                 num_cpus=1, num_gpus=1 if cfg.scaling.use_gpu else 0
             )
             device = "cuda" if cfg.scaling.use_gpu else "cpu"

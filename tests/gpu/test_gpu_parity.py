@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.models.bmn_cls import BMNwActionCls
+from core.models.bmn import BMNwActionCls
 from core.models.localizer import Localizer
 from core.models.postprocess import batched_proposals
 

@@ -1,7 +1,7 @@
 """jobs.train on real Ray Train: 2 workers (DDP over gloo), real Parquet, checkpoints, resume.
 
 One embedded Ray for the module; the jobs run in this process (``jobs.train.main``). The
-features encode their ground truth (core.train.synthetic), so a few epochs learn something.
+features encode their ground truth (core.train.synthetic_features), so a few epochs learn something.
 The resume test writes to S3 (moto on loopback), kills a worker after epoch 2, continues with
 ``--resume``, and must end with the uninterrupted run's weights and metrics, bit for bit.
 """
@@ -19,7 +19,7 @@ import torch
 from core import config, storage
 from core.io.checkpoint import load_checkpoint
 from core.models.localizer import load_localizer
-from core.train import TrainConfig, synthetic
+from core.train import TrainConfig, synthetic_features
 from core.train.trainer import run_training
 from jobs import train as train_job
 
@@ -47,7 +47,7 @@ def ray_session(s3_server):
 @pytest.fixture(scope="module")
 def features(tmp_path_factory) -> tuple[str, str]:
     out = str(tmp_path_factory.mktemp("train_features"))
-    annotations = synthetic.write_synthetic(out, 48, C, T, num_classes=3, rows_per_file=16)
+    annotations = synthetic_features.write_synthetic(out, 48, C, T, num_classes=3, rows_per_file=16)
     return out, annotations
 
 

@@ -1,4 +1,5 @@
-"""Batched BMN targets and losses against MMAction2's generate_labels and BMNLoss.
+"""Batched BMN targets and losses against MMAction2's generate_labels and BMNLoss
+(core.models.targets, core.models.losses).
 
 Shape legend: B batch, G segments per video, T positions, D durations, K logits.
 """
@@ -10,15 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import core  # noqa: F401  (upstream shims before mmaction)
-from core.models.targets import (
-    BMNTargets,
-    action_cls_loss,
-    action_targets,
-    bmn_loss,
-    bmn_targets,
-    pad_ground_truth,
-    pem_reg_loss,
-)
+from core.models.losses import action_cls_loss, bmn_loss, pem_reg_loss
+from core.models.targets import BMNTargets, action_targets, bmn_targets, pad_ground_truth
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import pytest
 
 from core.eval.annotations import VideoAnnotation, parse_annotations
 from core.io import commits
-from core.train import data, synthetic
+from core.train import data, synthetic_features
 from core.train.config import DataSection
 
 pytestmark = pytest.mark.unit
@@ -58,7 +58,7 @@ def test_match_resolves_v_prefix_and_reports_missing():
 
 def feature_rows(ids, C=3, T=4, seed=0):
     feats_NCT = np.random.default_rng(seed).standard_normal((len(ids), C, T)).astype(np.float32)
-    return synthetic.features_table(ids, feats_NCT, np.full(len(ids), 50.0)), feats_NCT
+    return synthetic_features.features_table(ids, feats_NCT, np.full(len(ids), 50.0)), feats_NCT
 
 
 def test_join_then_collect_restores_c_by_t_in_id_order():
@@ -88,7 +88,7 @@ def test_epoch_batches_depend_on_seed_epoch_rank_only():
 
 def test_prepare_training_set_from_written_features(tmp_path):
     out = str(tmp_path / "feats")
-    anno_uri = synthetic.write_synthetic(out, 12, C=5, T=8, num_classes=2, rows_per_file=5)
+    anno_uri = synthetic_features.write_synthetic(out, 12, C=5, T=8, num_classes=2, rows_per_file=5)
     ts = data.prepare_training_set(out, anno_uri, DataSection())
     assert (ts.C, ts.T) == (5, 8) and ts.class_names == ["action_0", "action_1"]
     assert ts.counts() == {"train": 9, "val": 3}
@@ -105,7 +105,7 @@ def test_prepare_training_set_from_written_features(tmp_path):
 
 def test_prepare_training_set_errors(tmp_path):
     out = str(tmp_path / "f")
-    anno_uri = synthetic.write_synthetic(out, 6, C=2, T=4, num_classes=1)
+    anno_uri = synthetic_features.write_synthetic(out, 6, C=2, T=4, num_classes=1)
     with pytest.raises(data.TrainDataError, match="not found"):
         data.prepare_training_set(str(tmp_path / "nothing"), anno_uri, DataSection())
     table, _ = feature_rows(["vid_000001"], C=2, T=4)

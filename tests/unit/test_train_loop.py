@@ -1,4 +1,4 @@
-"""core.train.loop / final / trainer without Ray: learning, resume equality, exports, configs."""
+"""core.train.loop / final_eval / trainer without Ray: learning, resume equality, exports, configs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from core import config
 from core.eval.annotations import parse_annotations
 from core.io.checkpoint import load_checkpoint
 from core.models.localizer import load_localizer
-from core.train import data, final, loop, synthetic
+from core.train import data, final_eval, loop, synthetic_features
 from core.train.config import DataSection, OptimSection, TrainConfig, validate_train_config
 from core.train.trainer import resolve_model_cfg
 
@@ -30,7 +30,7 @@ MODEL = dict(
 @pytest.fixture(scope="module")
 def corpus():
     """Features that encode the ground truth (64 videos: 48 train, 16 val), in memory."""
-    table, annos = synthetic.synthetic_corpus(64, C, T, K, seed=0, signal=3.0)
+    table, annos = synthetic_features.synthetic_corpus(64, C, T, K, seed=0, signal=3.0)
     parsed = parse_annotations(annos)
     train, val = data.split_annotations(parsed, DataSection())
     class_of = {name: i for i, name in enumerate(annos["classes"])}
@@ -95,7 +95,7 @@ def test_export_best_loads_as_a_localizer(corpus, tmp_path):
     state = loop.new_train_state(MODEL, cfg(), "cpu")
     state.epoch = 4
     uri = str(tmp_path / "best.pth")
-    sha = final.export_best(loop.state_to_save(state), MODEL, ts.class_names, uri, seed=0)
+    sha = final_eval.export_best(loop.state_to_save(state), MODEL, ts.class_names, uri, seed=0)
     obj, sha_read = load_checkpoint(uri)
     assert sha == sha_read and obj["meta"]["epoch"] == 4
     localizer = load_localizer({}, uri)
@@ -108,7 +108,7 @@ def test_training_curves_png(tmp_path):
     history = [dict(epoch=e, loss=3.0 / e, tem=1.0 / e, pem_reg=0.1, pem_cls=0.3, action_cls=1.0,
                     AUC=20.0 * e, mAP=0.1 * e) for e in (1, 2, 3)]  # fmt: skip
     uri = str(tmp_path / "curves.png")
-    final.write_training_curves(history, uri)
+    final_eval.write_training_curves(history, uri)
     with open(uri, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

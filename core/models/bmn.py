@@ -3,7 +3,8 @@
 :class:`BMNwActionCls` is MMAction2's BMN (same parameter and buffer names, so checkpoints
 interchange both ways) with three changes: the boundary-matching stage runs as two GEMMs
 (:mod:`core.models.bm_layer`), targets and losses are batched on the device
-(:mod:`core.models.targets`), and an optional head classifies every temporal position.
+(:mod:`core.models.targets`, :mod:`core.models.losses`), and an optional head classifies the
+actions (:mod:`core.models.heads`).
 
 Shape legend:
     B: batch; C: input feature channels (feat_dim); H: BMN's hidden_dim_1d; T: temporal
@@ -23,13 +24,10 @@ from mmaction.registry import MODELS
 from torch import nn
 
 from core.models.bm_layer import BoundaryMatchingConv, interp1d_sample_mask
-from core.models.targets import (
-    BMNTargets,
-    action_cls_loss,
-    bmn_loss,
-    bmn_targets,
-    pad_ground_truth,
-)
+from core.models.heads import build_action_head
+from core.models.losses import action_cls_loss, bmn_loss
+from core.models.postprocess import proposal_labels
+from core.models.targets import BMNTargets, bmn_targets, pad_ground_truth
 
 
 class BMNOutputs(NamedTuple):
@@ -48,26 +46,6 @@ class BMNOutputs(NamedTuple):
     action_logits_BKT: torch.Tensor | None = None
 
 
-def proposal_labels(
-    action_logits_KT: torch.Tensor, start_P: torch.Tensor, end_P: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label of each proposal: argmax over the action classes of the mean softmax over its span.
-
-    Args:
-        action_logits_KT: one video's head logits, K = classes + background (last).
-        start_P: first position of each proposal (the map's s).
-        end_P: one past its last position (s + d + 1, MMAction2's ``end_index``).
-
-    Returns:
-        label_P (int64, background never chosen) and prob_P, the label's mean probability.
-    """
-    probs_KT = torch.softmax(action_logits_KT.float(), dim=0)
-    cum_KT1 = torch.nn.functional.pad(probs_KT.cumsum(dim=1), (1, 0))  # cum[:, i] = sum of < i
-    span_PK = (cum_KT1[:, end_P] - cum_KT1[:, start_P]).T / (end_P - start_P).clamp(min=1)[:, None]
-    prob_P, label_P = span_PK[:, :-1].max(dim=1)
-    return label_P, prob_P
-
-
 @MODELS.register_module()
 class BMNwActionCls(BMN):
     """BMN plus a head that classifies each temporal position (MMAction2 ``type='BMNwActionCls'``).
@@ -80,14 +58,14 @@ class BMNwActionCls(BMN):
     cross-entropy averaged over positions, background weighted by ``cls_background_weight``,
     and added to BMN's loss times ``cls_loss_weight``. A proposal's label is the argmax over
     the K action classes (background excluded) of the head's mean softmax over the positions
-    it spans (:func:`proposal_labels`).
+    it spans (:func:`core.models.postprocess.proposal_labels`).
 
     With ``num_action_classes=0`` the model is MMAction2's BMN, parameter for parameter
     (36.979 M at temporal_dim 100, feat_dim 400), and loads its state_dicts with strict=True.
 
     Args:
         temporal_dim ... hidden_dim_3d: as MMAction2's BMN. ``loss_cls`` must be BMNLoss (its
-            batched equal in :mod:`core.models.targets` is what runs).
+            batched equal in :mod:`core.models.losses` is what runs).
         num_action_classes: K action classes; 0 turns the head off.
         cls_loss_weight: weight of the head's loss in the total.
         cls_background_weight: cross-entropy weight of the background class.
@@ -131,7 +109,9 @@ class BMNwActionCls(BMN):
         self.cls_background_weight = cls_background_weight
         self.fast_bm = fast_bm
         self.x_1d_cls = (
-            nn.Conv1d(feat_dim, num_action_classes + 1, 1) if num_action_classes else None
+            build_action_head("pointwise", feat_dim, num_action_classes)
+            if num_action_classes
+            else None
         )
         self.fast_bm_layer = None
         # constants, equal on every rank: DDP need not broadcast them

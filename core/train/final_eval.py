@@ -3,7 +3,9 @@
 * :func:`export_best` turns a Ray Train checkpoint (the train state) into the localizer
   checkpoint format of :mod:`core.models.localizer`, what ``jobs.extract --checkpoint`` takes.
 * :func:`final_evaluation` (run as a Ray task by the trainer) loads ``best.pth`` like extract
-  does, proposes on the validation videos and writes ``metrics.json`` and ``ar_an.png``.
+  does, proposes on the validation videos and writes what ``jobs.evaluate`` writes
+  (:func:`core.eval.report.write_report`: metrics.json, AR-AN curve, per-class AP, confusion
+  matrix, timelines).
 * :func:`write_training_curves` draws losses and validation metrics per epoch.
 """
 
@@ -19,7 +21,7 @@ from matplotlib.figure import Figure
 
 from core import storage
 from core.eval.metrics import evaluate_full
-from core.eval.plots import write_ar_an_png
+from core.eval.report import write_report
 from core.io.checkpoint import save_checkpoint
 from core.models.localizer import checkpoint_payload, load_localizer
 from core.train import data
@@ -28,8 +30,6 @@ from core.train.evaluation import predict
 log = logging.getLogger(__name__)
 
 BEST = "best.pth"
-METRICS = "metrics.json"
-AR_AN_PNG = "ar_an.png"
 CURVES_PNG = "training_curves.png"
 HISTORY = "history.json"
 CURVE_LOSSES = ("loss", "tem", "pem_reg", "pem_cls", "action_cls")
@@ -62,7 +62,7 @@ def final_evaluation(
     dtype: str = "float32",
     batch_size: int = 32,
 ) -> dict:
-    """Metrics of ``best.pth`` on the validation videos; writes metrics.json and the AR-AN PNG.
+    """Metrics of ``best.pth`` on the validation videos, written with their figures.
 
     Returns:
         The metrics.json dict.
@@ -75,11 +75,7 @@ def final_evaluation(
     evaluation = evaluate_full(
         frame, training_set.val_annotations, classes=training_set.class_names
     )
-    metrics = dict(evaluation.metrics)
-    metrics["checkpoint"] = best_uri
-    storage.write_json(storage.join(output_uri, METRICS), metrics)
-    write_ar_an_png(evaluation.ar_an, storage.join(output_uri, AR_AN_PNG))
-    return metrics
+    return write_report(evaluation, output_uri, extra={"checkpoint": best_uri})
 
 
 def curves_figure(history: Sequence[Mapping[str, float]]) -> Figure:
