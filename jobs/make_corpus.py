@@ -7,7 +7,7 @@
 Writes ``URI/videos/<video_id>.mp4`` (H.264, yuv420p), ``URI/annotations.json`` (ActivityNet
 v1.3, ``training`` / ``validation`` subsets, class list under ``classes``) and
 ``URI/manifest.csv``. The same seed and arguments give byte-identical annotations and manifest,
-whatever the number of workers. See :mod:`core.corpus.synthetic`.
+whatever the number of workers. See :mod:`core.corpus`.
 
 measured: 200 videos 2–8 s at 320x240 in 96 s on 2 cores (1,024 s of video, 25,058 frames,
 8.5 MB), with the 2 cores shared with a C++ compile (load average 5-7): 61 CPU-seconds in all,
@@ -24,7 +24,7 @@ import argparse
 import logging
 import os
 
-from core.corpus import synthetic
+from core import corpus
 
 
 def _resolution_list(text: str) -> list[tuple[int, int]]:
@@ -52,29 +52,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, help="output URI (local, file://, s3://, ...)")
     parser.add_argument("--num-videos", type=int, required=True)
-    parser.add_argument(
-        "--num-classes", type=int, required=True, help=f"1 to {synthetic.MAX_CLASSES}"
-    )
+    parser.add_argument("--num-classes", type=int, required=True, help=f"1 to {corpus.MAX_CLASSES}")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument(
         "--val-fraction", type=float, default=0.2, help="share of validation videos, in [0, 1)"
     )
     parser.add_argument(
-        "--min-duration", type=float, default=synthetic.DEFAULT_MIN_DURATION, help="seconds"
+        "--min-duration", type=float, default=corpus.DEFAULT_MIN_DURATION, help="seconds"
     )
     parser.add_argument(
-        "--max-duration", type=float, default=synthetic.DEFAULT_MAX_DURATION, help="seconds"
+        "--max-duration", type=float, default=corpus.DEFAULT_MAX_DURATION, help="seconds"
     )
     parser.add_argument(
         "--resolutions",
         type=_resolution_list,
-        default=",".join(f"{w}x{h}" for w, h in synthetic.DEFAULT_RESOLUTIONS),
+        default=",".join(f"{w}x{h}" for w, h in corpus.DEFAULT_RESOLUTIONS),
         help="comma-separated WIDTHxHEIGHT sizes, even numbers (default: %(default)s)",
     )
     parser.add_argument(
         "--fps",
         type=_float_list,
-        default=",".join(f"{fps:g}" for fps in synthetic.DEFAULT_FPS),
+        default=",".join(f"{fps:g}" for fps in corpus.DEFAULT_FPS),
         help="comma-separated frame rates (default: %(default)s)",
     )
     parser.add_argument(
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        summary = synthetic.make_corpus(
+        summary = corpus.make_corpus(
             args.output,
             args.num_videos,
             args.num_classes,
@@ -102,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             fps_choices=args.fps,
             workers=args.workers,
         )
-    except synthetic.CorpusArgumentError as err:
+    except corpus.CorpusArgumentError as err:
         parser.error(str(err))
     print(
         f"wrote {summary.num_videos} videos ({summary.num_training} training, "

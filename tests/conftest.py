@@ -1,8 +1,15 @@
-"""Shared fixtures: a moto S3 server on loopback (the s3fs project's convention) and markers."""
+"""Shared fixtures: a moto S3 server on loopback (the s3fs project's convention), markers, and
+a list of skipped tests for CI.
+
+With ``PYTEST_SKIP_REPORT=FILE`` in the environment, the session writes every skipped test (or
+skipped module) to ``FILE``, one ``<node id>\t<reason>`` line each, even when nothing was
+skipped; ``.ci/run`` fails when any of them is outside ``tests/gpu/``.
+"""
 
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
 
 import pytest
@@ -83,3 +90,33 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(getattr(pytest.mark, folder))
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+
+
+SKIP_REPORT_ENV = "PYTEST_SKIP_REPORT"
+_skipped: dict[str, str] = {}  # node id -> reason, in the order the skips happened
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (path, line, "Skipped: why")
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Records a test skipped in setup, call or teardown (an xfail is not a skip)."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.setdefault(report.nodeid, _skip_reason(report))
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """Records a module skipped while collected (``pytest.importorskip`` at its top)."""
+    if report.skipped:
+        _skipped.setdefault(report.nodeid, _skip_reason(report))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = os.environ.get(SKIP_REPORT_ENV)
+    if path:
+        lines = (f"{nodeid}\t{' '.join(why.split())}\n" for nodeid, why in _skipped.items())
+        pathlib.Path(path).write_text("".join(lines))

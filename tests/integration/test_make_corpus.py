@@ -13,7 +13,7 @@ import av
 import pytest
 
 from core import storage
-from core.corpus import synthetic
+from core.corpus import MANIFEST_COLUMNS, class_names, make_corpus
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def _manifest(path: Path) -> list[dict[str, str]]:
 def test_annotations_are_activitynet_v13(corpus):
     anno = json.loads((corpus / "annotations.json").read_text())
     assert anno["version"] == "synthetic-1"
-    assert anno["classes"] == synthetic.class_names(3)
+    assert anno["classes"] == class_names(3)
     assert sorted(anno["database"]) == [f"vid_{i:06d}" for i in range(4)]
     subsets = [entry["subset"] for entry in anno["database"].values()]
     assert subsets.count("validation") == 1 and subsets.count("training") == 3
@@ -68,7 +68,7 @@ def test_annotations_are_activitynet_v13(corpus):
 def test_videos_are_h264_and_as_long_as_annotated(corpus):
     anno = json.loads((corpus / "annotations.json").read_text())["database"]
     rows = _manifest(corpus / "manifest.csv")
-    assert list(rows[0]) == list(synthetic.MANIFEST_COLUMNS)
+    assert list(rows[0]) == list(MANIFEST_COLUMNS)
     assert len(rows) == 4
     for row in rows:
         assert row["uri"] == str(corpus / "videos" / f"{row['video_id']}.mp4")
@@ -103,7 +103,7 @@ def test_bad_arguments_exit_2_with_a_clear_message(tmp_path):
 
 def test_library_writes_to_memory_storage():
     root = "memory://make-corpus-test/out"
-    summary = synthetic.make_corpus(
+    summary = make_corpus(
         root,
         2,
         2,

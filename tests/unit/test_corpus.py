@@ -8,14 +8,13 @@ import io
 import itertools
 import json
 import re
-import shutil
 
 import av
 import numpy as np
 import pytest
 
-from core.corpus import synthetic
-from core.corpus.synthetic import CLASS_TABLE, MAX_CLASSES, CorpusArgumentError
+from core import corpus
+from core.corpus import CLASS_TABLE, MAX_CLASSES, CorpusArgumentError
 
 pytestmark = pytest.mark.unit
 
@@ -25,11 +24,11 @@ SMALL = dict(
 
 
 def test_class_names_are_descriptive_unique_and_stable():
-    names = synthetic.class_names(MAX_CLASSES)
+    names = corpus.class_names(MAX_CLASSES)
     assert names[0] == "bouncing_red_circle"
     assert len(set(names)) == MAX_CLASSES
     assert all(re.fullmatch(r"[a-z]+_[a-z]+_[a-z]+", name) for name in names)
-    assert synthetic.class_names(5) == names[:5]  # class k is the same whatever K
+    assert corpus.class_names(5) == names[:5]  # class k is the same whatever K
 
 
 def test_any_two_classes_differ_in_at_least_two_attributes():
@@ -41,25 +40,25 @@ def test_any_two_classes_differ_in_at_least_two_attributes():
 @pytest.mark.parametrize("num_classes", [0, MAX_CLASSES + 1])
 def test_class_names_rejects_out_of_table(num_classes):
     with pytest.raises(CorpusArgumentError, match="num_classes"):
-        synthetic.class_names(num_classes)
+        corpus.class_names(num_classes)
 
 
 def test_same_seed_same_plan_and_other_seed_other_plan():
-    plan = synthetic.plan_corpus(30, 5, 7, **SMALL)
-    assert plan == synthetic.plan_corpus(30, 5, 7, **SMALL)
-    assert plan != synthetic.plan_corpus(30, 5, 8, **SMALL)
+    plan = corpus.plan_corpus(30, 5, 7, **SMALL)
+    assert plan == corpus.plan_corpus(30, 5, 7, **SMALL)
+    assert plan != corpus.plan_corpus(30, 5, 8, **SMALL)
 
 
 def test_video_i_depends_on_seed_and_index_only():
-    short = synthetic.plan_corpus(5, 5, 3, **SMALL)
-    long = synthetic.plan_corpus(40, 5, 3, **SMALL)
+    short = corpus.plan_corpus(5, 5, 3, **SMALL)
+    long = corpus.plan_corpus(40, 5, 3, **SMALL)
     for a, b in zip(short, long[:5], strict=True):
         assert dataclasses.replace(a, subset="x") == dataclasses.replace(b, subset="x")
 
 
 def test_plan_respects_bounds():
     num_classes = 6
-    plan = synthetic.plan_corpus(300, num_classes, 0, **SMALL)
+    plan = corpus.plan_corpus(300, num_classes, 0, **SMALL)
     assert [s.video_id for s in plan] == [f"vid_{i:06d}" for i in range(300)]
     counts = set()
     overlaps = 0
@@ -92,7 +91,7 @@ def test_plan_respects_bounds():
     [(10, 0.2, 2), (4, 0.2, 1), (7, 0.0, 0), (1, 0.9, 0), (3, 0.99, 2)],
 )
 def test_validation_split_has_exact_size_and_keeps_training(num_videos, val_fraction, expected_val):
-    plan = synthetic.plan_corpus(num_videos, 3, 1, val_fraction=val_fraction, **SMALL)
+    plan = corpus.plan_corpus(num_videos, 3, 1, val_fraction=val_fraction, **SMALL)
     subsets = [s.subset for s in plan]
     assert subsets.count("validation") == expected_val
     assert subsets.count("training") == num_videos - expected_val
@@ -120,16 +119,16 @@ def test_validation_split_has_exact_size_and_keeps_training(num_videos, val_frac
 def test_plan_rejects_bad_arguments(overrides, message):
     kwargs = dict(num_videos=3, num_classes=3, seed=0, **SMALL) | overrides
     with pytest.raises(CorpusArgumentError, match=message):
-        synthetic.plan_corpus(**kwargs)
+        corpus.plan_corpus(**kwargs)
 
 
 def test_annotations_are_activitynet_and_deterministic():
-    plan = synthetic.plan_corpus(12, 4, 5, **SMALL)
-    anno = synthetic.annotations_json(plan, 4)
+    plan = corpus.plan_corpus(12, 4, 5, **SMALL)
+    anno = corpus.annotations_json(plan, 4)
     assert json.dumps(anno, sort_keys=True) == json.dumps(
-        synthetic.annotations_json(synthetic.plan_corpus(12, 4, 5, **SMALL), 4), sort_keys=True
+        corpus.annotations_json(corpus.plan_corpus(12, 4, 5, **SMALL), 4), sort_keys=True
     )
-    assert anno["classes"] == synthetic.class_names(4)
+    assert anno["classes"] == corpus.class_names(4)
     assert set(anno["database"]) == {s.video_id for s in plan}
     for spec in plan:
         entry = anno["database"][spec.video_id]
@@ -144,18 +143,18 @@ def test_annotations_are_activitynet_and_deterministic():
 
 
 def test_manifest_has_one_row_per_video_with_full_uri():
-    plan = synthetic.plan_corpus(3, 2, 0, **SMALL)
-    rows = list(csv.DictReader(io.StringIO(synthetic.manifest_csv(plan, "s3://bucket/corpus"))))
-    assert list(rows[0]) == list(synthetic.MANIFEST_COLUMNS)
+    plan = corpus.plan_corpus(3, 2, 0, **SMALL)
+    rows = list(csv.DictReader(io.StringIO(corpus.manifest_csv(plan, "s3://bucket/corpus"))))
+    assert list(rows[0]) == list(corpus.MANIFEST_COLUMNS)
     assert [r["uri"] for r in rows] == [
         f"s3://bucket/corpus/videos/vid_{i:06d}.mp4" for i in range(3)
     ]
     assert [int(r["num_frames"]) for r in rows] == [s.num_frames for s in plan]
 
 
-def _spec_with(label_id: int, start: int, end: int, num_frames: int = 20) -> synthetic.VideoSpec:
-    base = synthetic.plan_corpus(1, MAX_CLASSES, 0, **SMALL)[0]
-    inst = synthetic.ActionInstance(
+def _spec_with(label_id: int, start: int, end: int, num_frames: int = 20) -> corpus.VideoSpec:
+    base = corpus.plan_corpus(1, MAX_CLASSES, 0, **SMALL)[0]
+    inst = corpus.ActionInstance(
         label_id=label_id,
         label=CLASS_TABLE[label_id].name,
         start_frame=start,
@@ -176,7 +175,7 @@ def _spec_with(label_id: int, start: int, end: int, num_frames: int = 20) -> syn
 def test_shape_appears_in_its_colour_only_while_the_action_lasts(label_id):
     spec = _spec_with(label_id, start=5, end=15)
     rgb = np.array(CLASS_TABLE[label_id].rgb)
-    frames = list(synthetic.render_frames(spec))
+    frames = list(corpus.render_frames(spec))
     assert len(frames) == 20
     assert all(f.shape == (64, 96, 3) and f.dtype == np.uint8 for f in frames)
     for i, frame_HW3 in enumerate(frames):
@@ -189,20 +188,15 @@ def test_shape_appears_in_its_colour_only_while_the_action_lasts(label_id):
 
 def test_background_moves():
     spec = dataclasses.replace(_spec_with(0, 0, 1), instances=())
-    frames = list(synthetic.render_frames(spec))
+    frames = list(corpus.render_frames(spec))
     assert np.abs(frames[0].astype(int) - frames[10].astype(int)).mean() > 2.0
     assert frames[0].std() > 5.0  # textured, not flat
 
 
-NO_FFMPEG = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no ffmpeg on PATH")
-ENCODERS = ["pyav", pytest.param("ffmpeg", marks=NO_FFMPEG)]
-
-
-@pytest.mark.parametrize("encoder", ENCODERS)
-def test_write_video_is_h264_with_exact_frames(tmp_path, encoder):
+def test_write_video_is_h264_with_exact_frames(tmp_path):
     spec = dataclasses.replace(_spec_with(2, 3, 9, num_frames=12), fps=25.0)
     path = str(tmp_path / "v.mp4")
-    synthetic.write_video(spec, path, encoder=encoder, threads=1)
+    corpus.write_video(spec, path, threads=1)
     with av.open(path) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
