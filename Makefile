@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.setup-done
 DEMO_OUT ?= demo_out
 
-.PHONY: setup demo test test-fast lint format clean
+.PHONY: setup demo test test-fast lint format clean image image-cpu
 
 setup: $(STAMP)
 
@@ -54,3 +54,11 @@ format: setup
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+
+# Container images (infra/README.md): docker when its engine answers, else buildah (no daemon).
+# IMAGE=tag, BASE_IMAGE=another FROM (e.g. a local stand-in where no registry is reachable).
+image:
+	bash infra/build.sh cuda
+
+image-cpu:
+	bash infra/build.sh cpu
