@@ -3,6 +3,9 @@ MMAction2's own ``tools/train.py`` and ``tools/test.py`` (run from the repositor
 
 Everything but the model and the training labels is MMAction2's config, inherited from the
 installed mmaction2 package: dataset, pipelines, schedule, runtime and the AR@AN metric.
+tools/test.py (and train.py --resume) on torch >= 2.6 need TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1:
+mmengine 0.10.7 loads its own checkpoints, which pickle its message hub, with torch.load's
+default weights_only; set it only for checkpoints you trust.
 """
 
 _base_ = "mmaction::localization/bmn/bmn_2xb8-400x100-9e_activitynet-feature.py"
