@@ -117,6 +117,30 @@ def test_mmaction_train_and_test_tools(anet_data, tmp_path):
         assert proposals and all(0 <= p["label_id"] < 200 for p in proposals)
 
 
+def test_segment_labels_follow_the_label_map_and_name_unknown_labels():
+    from core.mmaction import GenerateSegmentLabels
+
+    label_map = os.path.join(REPO, "configs", "mmaction2", "activitynet_label_map.txt")
+    with open(label_map) as f:
+        names = [line.strip() for line in f if line.strip()]
+    assert len(names) == len(set(names)) == 200
+    transform = GenerateSegmentLabels(classes=label_map)
+    annotations = [{"segment": [0, 1], "label": "Zumba"}, {"segment": [2, 3], "label": "BMX"}]
+    labels = transform({"annotations": annotations})["gt_labels"]
+    assert labels.dtype == np.int64 and labels.tolist() == [
+        names.index("Zumba"),
+        names.index("BMX"),
+    ]
+    assert GenerateSegmentLabels(classes=["a", "b"])({"annotations": []})["gt_labels"].shape == (0,)
+    with pytest.raises(ValueError, match=r"v_x has label\(s\) \['Juggling chainsaws'\]"):
+        transform(
+            {
+                "video_name": "v_x",
+                "annotations": [{"segment": [0, 1], "label": "Juggling chainsaws"}],
+            }
+        )
+
+
 @pytest.mark.xfail(
     strict=True, raises=AttributeError,
     reason="BMNwActionCls.loss reads gt_instances['gt_labels'] without a check (core/models)",
