@@ -5,6 +5,10 @@ A config file is read with :class:`mmengine.config.Config` (``_base_`` at most o
 against a dataclass schema: an unknown key, a missing required key or a value of the wrong type
 fails at start with :class:`ConfigError`, naming the key and where it came from. The resolved
 config is saved next to every run's outputs with :func:`save_resolved`.
+
+Conventions a section may use: ``__post_init__`` raising ``ValueError`` for values that cannot
+run together (reported as a ConfigError naming the section), and a ``MOVED`` class variable
+mapping a key that moved elsewhere to its new place (the unknown-key error then says where).
 """
 
 from __future__ import annotations
@@ -217,8 +221,8 @@ def _build(value: Any, tp: Any, key: str, source: str) -> Any:
         except ConfigError:
             raise
         except ValueError as e:
-            where = f"key '{key}'" if key else "settings"
-            raise ConfigError(f"{source}: {where}: {e}") from e
+            where = f"{source}: key '{key}'" if key else source
+            raise ConfigError(f"{where}: {e}") from e
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):

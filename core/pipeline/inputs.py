@@ -1,4 +1,4 @@
-"""What a run reads: the list of videos, each with a unique, path-safe ``video_id``.
+"""What a run reads: the list of videos, each with a stable, unique, path-safe ``video_id``.
 
 An input is a local directory or ``s3://`` prefix (searched recursively by video extension),
 a glob (``s3://bucket/cams/*/2026-*.mp4``), or a manifest (``.csv`` or ``.parquet`` with a
@@ -11,7 +11,6 @@ import dataclasses
 import io
 import os
 import posixpath
-import re
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -19,8 +18,9 @@ import pyarrow.parquet as pq
 
 from core import storage
 
-_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 MANIFEST_EXTENSIONS = (".csv", ".parquet")
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_ESCAPE = "~"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,42 +33,54 @@ class InputError(ValueError):
     """The input cannot be listed or read: a job-level failure."""
 
 
-def safe_id(name: str) -> str:
-    """A video id made safe for file names and partition values: ``[A-Za-z0-9_.-]`` only,
-    no leading dot, at most 200 characters (long names keep a hash suffix)."""
-    cleaned = _UNSAFE_RE.sub("_", name).strip("._") or "video"
-    if len(cleaned) > 200:
-        import hashlib
+def encode_id(name: str) -> str:
+    """A video's name as an id that is safe in file names, object keys and SQL literals.
 
-        cleaned = cleaned[:183] + "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
-    return cleaned
-
-
-def _unique(ids: list[str]) -> list[str]:
-    """Makes ids unique by suffixing ``-2``, ``-3``... in input order."""
-    seen: dict[str, int] = {}
-    taken = set(ids)
+    Names made of ``[A-Za-z0-9_.-]`` that do not start with a dot stay exactly as they are
+    (ActivityNet's ``v_xxxxxxxxxxx``, including ``-`` and a trailing ``_``); every other byte of
+    the name's UTF-8 is written ``~XX`` (hex), ``~`` itself included, so the encoding is
+    reversible (:func:`decode_id`) and two names never share an id.
+    """
     out = []
-    for vid in ids:
-        if vid not in seen:
-            seen[vid] = 1
-            out.append(vid)
-            continue
-        n = seen[vid]
-        while True:
-            n += 1
-            candidate = f"{vid}-{n}"
-            if candidate not in taken:
-                break
-        seen[vid] = n
-        taken.add(candidate)
-        out.append(candidate)
-    return out
+    for i, ch in enumerate(name):
+        if ch in _SAFE and not (i == 0 and ch == "."):
+            out.append(ch)
+        else:
+            out.extend(f"{_ESCAPE}{b:02X}" for b in ch.encode("utf-8"))
+    return "".join(out)
 
 
-def _id_from_uri(uri: str) -> str:
+def decode_id(video_id: str) -> str:
+    """The name that :func:`encode_id` made ``video_id`` from."""
+    raw = bytearray()
+    i = 0
+    while i < len(video_id):
+        if video_id[i] == _ESCAPE:
+            raw.append(int(video_id[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.extend(video_id[i].encode("ascii"))
+            i += 1
+    return raw.decode("utf-8")
+
+
+def id_from_uri(uri: str) -> str:
+    """The id of a video listed without one: its file name without the extension, encoded."""
     stem = posixpath.splitext(posixpath.basename(uri.rstrip("/")))[0]
-    return safe_id(stem)
+    return encode_id(stem or posixpath.basename(uri.rstrip("/")))
+
+
+def _check_unique(videos: list[VideoInput]) -> None:
+    """Two inputs with one id would overwrite each other's results: a job-level error."""
+    seen: dict[str, str] = {}
+    for v in videos:
+        other = seen.setdefault(v.video_id, v.uri)
+        if other != v.uri:
+            raise InputError(
+                f"two inputs have the video id {v.video_id!r}: {other} and {v.uri}; ids come "
+                "from file names, so give a manifest (.csv or .parquet with 'uri' and "
+                "'video_id' columns) that names each video uniquely"
+            )
 
 
 def _read_manifest(uri: str) -> pa.Table:
@@ -86,10 +98,15 @@ def _resolve(base: str, path: str) -> str:
 
 
 def list_inputs(input_uri: str) -> list[VideoInput]:
-    """Lists the videos of a run, in a stable order, with unique safe ids.
+    """Lists the videos of a run, in a stable order, each with its id.
+
+    A video's id depends on the video alone (the manifest's ``video_id``, else its file name;
+    see :func:`encode_id`), never on what else is in the input, so a rerun over a grown corpus
+    skips exactly the videos already done.
 
     Raises:
-        InputError: the input does not exist, holds no video, or a manifest lacks ``uri``.
+        InputError: the input does not exist, holds no video, a manifest lacks ``uri``, or
+            two inputs would get the same id.
     """
     if input_uri.lower().endswith(MANIFEST_EXTENSIONS):
         try:
@@ -102,16 +119,18 @@ def list_inputs(input_uri: str) -> list[VideoInput]:
         if "video_id" in table.column_names:
             given = table.column("video_id").to_pylist()
             ids = [
-                safe_id(str(v)) if v else _id_from_uri(u) for v, u in zip(given, uris, strict=True)
+                encode_id(str(v)) if v else id_from_uri(u) for v, u in zip(given, uris, strict=True)
             ]
         else:
-            ids = [_id_from_uri(u) for u in uris]
+            ids = [id_from_uri(u) for u in uris]
     else:
         try:
             uris = storage.list_files(input_uri, storage.VIDEO_EXTENSIONS)
         except FileNotFoundError as e:
             raise InputError(f"input not found: {input_uri}") from e
-        ids = [_id_from_uri(u) for u in uris]
+        ids = [id_from_uri(u) for u in uris]
     if not uris:
         raise InputError(f"no videos found at {input_uri} (extensions: {storage.VIDEO_EXTENSIONS})")
-    return [VideoInput(v, u) for v, u in zip(_unique(ids), uris, strict=True)]
+    videos = [VideoInput(v, u) for v, u in zip(ids, uris, strict=True)]
+    _check_unique(videos)
+    return videos

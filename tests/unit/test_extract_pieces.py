@@ -14,18 +14,32 @@ from core.pipeline import driver, inputs
 from core.pipeline.config import ExtractConfig, check_shapes
 
 
-def test_safe_ids_are_path_safe_and_unique(tmp_path):
-    for name in ("a b.mp4", "a_b.mp4", "../etc/passwd.mp4", ".hidden/x.mp4", "ünï.webm"):
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-    found = inputs.list_inputs(str(tmp_path))
-    ids = [v.video_id for v in found]
-    assert len(ids) == len(set(ids))
-    assert all(v and all(c.isalnum() or c in "_.-" for c in v) and v[0] != "." for v in ids)
-    assert "a_b" in ids and "a_b-2" in ids
-    assert inputs.safe_id("x" * 300) != inputs.safe_id("x" * 299 + "y")
-    assert len(inputs.safe_id("x" * 300)) <= 200
+def test_ids_keep_safe_names_and_encode_the_rest_reversibly():
+    for name in ("v_abcdefghij_", "v_-ab_cd-EFg", "clip.v2", "x" * 300):
+        assert inputs.encode_id(name) == name  # ActivityNet ids survive as they are
+    for name in ("a b", ".hidden", "ünï", "a~b", "cam/1", "a_b", "a%20b"):
+        vid = inputs.encode_id(name)
+        assert inputs.decode_id(vid) == name
+        assert all(c.isascii() and (c.isalnum() or c in "_.-~") for c in vid) and vid[0] != "."
+    assert len({inputs.encode_id(n) for n in ("a b", "a_b", "a~20b", "a%20b")}) == 4
+
+
+def test_an_id_depends_on_the_video_alone(tmp_path):
+    for name in ("v_abcdefghij_.mp4", "a b.mp4", "ünï.webm"):
+        (tmp_path / name).write_bytes(b"")
+    before = {v.uri: v.video_id for v in inputs.list_inputs(str(tmp_path))}
+    assert set(before.values()) == {"v_abcdefghij_", "a~20b", "~C3~BCn~C3~AF"}
+    (tmp_path / "0.mp4").write_bytes(b"")
+    after = {v.uri: v.video_id for v in inputs.list_inputs(str(tmp_path))}
+    assert {u: after[u] for u in before} == before and len(after) == 4
+
+
+def test_two_inputs_with_one_id_are_an_error_naming_both(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "clip.mp4").write_bytes(b"")
+    with pytest.raises(inputs.InputError, match=r"'clip'.*a/clip\.mp4 and .*b/clip\.mp4"):
+        inputs.list_inputs(str(tmp_path))
 
 
 def test_manifest_with_relative_uris_and_given_ids(tmp_path):
@@ -33,7 +47,7 @@ def test_manifest_with_relative_uris_and_given_ids(tmp_path):
     (tmp_path / "v" / "a.mp4").write_bytes(b"")
     (tmp_path / "m.csv").write_text("uri,video_id\nv/a.mp4,cam/1\n")
     (found,) = inputs.list_inputs(str(tmp_path / "m.csv"))
-    assert found == inputs.VideoInput("cam_1", str(tmp_path / "v" / "a.mp4"))
+    assert found == inputs.VideoInput("cam~2F1", str(tmp_path / "v" / "a.mp4"))
 
 
 def test_bad_inputs_are_input_errors(tmp_path):
