@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 
+from core.io import tables
 from jobs import evaluate, extract, make_corpus, train
 
 log = logging.getLogger("jobs.demo")
@@ -94,9 +95,12 @@ def print_table(results: dict[str, dict], out: str) -> None:
         "",
         f"  proposals (trained): {out}/trained/proposals/   features: {out}/untrained/features/",
         f"  model: {out}/model/best.pth   metrics: {out}/trained/eval/metrics.json",
-        f'  query: duckdb -c "SELECT label, count(*) AS n, round(avg(label_score), 3) AS conf '
-        f"FROM read_parquet('{out}/trained/proposals/**/*.parquet', hive_partitioning=true) "
-        'WHERE rank < 5 GROUP BY label ORDER BY n DESC"',
+        "  query: "
+        + tables.duckdb_command(
+            "SELECT label, count(*) AS n, round(avg(label_score), 3) AS conf FROM read_parquet("
+            f"'{out}/trained/proposals/**/*.parquet', hive_partitioning=true) "
+            "WHERE rank < 5 GROUP BY label ORDER BY n DESC"
+        ),
     ]
     sys.stdout.write("\n".join(lines) + "\n")
 

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from core import config, runtime, storage
+from core.io import tables
 from core.pipeline import driver, inputs
 from core.pipeline.config import ExtractConfig
 
@@ -75,8 +76,11 @@ def print_summary(s: driver.ExtractSummary) -> None:
         f"  features:  {out}/features/",
         f"  proposals: {out}/proposals/",
         f"  errors:    {out}/errors/",
-        f'  query: duckdb -c "SELECT label, count(*), avg(score) FROM read_parquet('
-        f"'{out}/proposals/**/*.parquet', hive_partitioning=true) GROUP BY label\"",
+        "  query: "
+        + tables.duckdb_command(
+            "SELECT label, count(*) AS n, round(avg(score), 3) AS score FROM read_parquet("
+            f"'{out}/proposals/**/*.parquet', hive_partitioning=true) GROUP BY label"
+        ),
     ]
     sys.stdout.write("\n".join(lines) + "\n")
 

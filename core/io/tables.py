@@ -60,3 +60,14 @@ ERRORS_SCHEMA = pa.schema(
         pa.field("message", pa.string(), nullable=False),
     ]
 )
+
+
+def duckdb_command(sql: str) -> str:
+    """A shell command that runs ``sql`` with DuckDB's Python package (which has no ``duckdb``
+    executable) in this project's environment and prints the result, e.g. for job summaries.
+
+    ``sql`` must not contain double quotes (single-quoted SQL literals are fine).
+    """
+    if '"' in sql:
+        raise ValueError("the SQL of a printed query must not contain double quotes")
+    return f'python -c "import duckdb; duckdb.sql(\\"{sql}\\").show()"'
