@@ -4,8 +4,11 @@
         [--checkpoint best.pth] [--cfg-options extractor.num_actors=8 ...]
 
 Runs embedded (a local Ray starts) or under ``ray job submit --working-dir . -- python -m
-jobs.extract ...``. Exit codes: 0 the run finished (broken videos are rows in OUT/errors/),
-2 a job-level failure (bad config, unreadable input, output conflict).
+jobs.extract ...``. Exit codes: 0 every video is done (broken videos are rows in OUT/errors/);
+1 the job failed (the recognizer or localizer failed, or more than ``max_failed_fraction`` of
+the videos failed: what succeeded is committed); 2 a job-level error at start (bad config,
+unreadable input, output conflict); 75 some videos are left for a later run (storage kept
+failing, or another run that is still alive claims them): rerun the same command.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--input", required=True, help="directory, s3:// prefix, glob or manifest")
     parser.add_argument("--output", required=True, help="output URI")
     parser.add_argument("--checkpoint", default=None, help="localizer checkpoint from jobs.train")
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="process videos with error rows again"
+    )
     parser.add_argument("--num-cpus", type=int, default=None, help="embedded Ray only")
     return parser.parse_args(argv)
 
@@ -46,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     run_id = runtime.new_run_id()
     try:
         summary = driver.run_extract(
-            cfg, raw.pretty_text, videos, args.output, run_id, localizer_checkpoint=args.checkpoint
-        )
+            cfg, raw.pretty_text, videos, args.output, run_id,
+            localizer_checkpoint=args.checkpoint, retry_failed=args.retry_failed,
+        )  # fmt: skip
     except (
         config.ConfigError,
         driver.OutputConflictError,
@@ -56,7 +63,21 @@ def main(argv: list[str] | None = None) -> int:
     ) as e:
         log.error("%s", e)
         return 2
+    except Exception:  # the recognizer, the localizer or the storage failed for good
+        log.exception("run %s failed; committed videos stay, a rerun goes on from them", run_id)
+        return 1
     print_summary(summary)
+    return exit_code(summary, cfg.max_failed_fraction)
+
+
+def exit_code(s: driver.ExtractSummary, max_failed_fraction: float) -> int:
+    if s.failed_fraction > max_failed_fraction:
+        log.error("%d of %d videos failed (more than max_failed_fraction=%g)",
+                  s.num_failed, s.num_ok + s.num_failed, max_failed_fraction)  # fmt: skip
+        return 1
+    if s.num_left:
+        log.warning("%d videos are left for a later run: rerun the same command", s.num_left)
+        return 75
     return 0
 
 
@@ -65,8 +86,11 @@ def print_summary(s: driver.ExtractSummary) -> None:
     lines = [
         f"run {s.run_id}: {s.num_inputs} videos in input, {s.num_skipped} already done",
         f"  processed {s.num_ok + s.num_failed} in {s.seconds:.1f} s ({rate:.2f} videos/s): "
-        f"{s.num_ok} ok, {s.num_failed} failed, {s.num_proposals} proposals",
+        f"{s.num_ok} ok ({s.num_damaged} damaged), {s.num_failed} failed, "
+        f"{s.num_proposals} proposals, {s.num_left} left for a later run",
     ]
+    if s.num_retried:
+        lines.append(f"  retried {s.num_retried} videos that had failed before")
     if s.errors_by_stage:
         lines.append(
             "  errors by stage: " + ", ".join(f"{k}={v}" for k, v in s.errors_by_stage.items())
@@ -79,7 +103,7 @@ def print_summary(s: driver.ExtractSummary) -> None:
         "  query: "
         + tables.duckdb_command(
             "SELECT label, count(*) AS n, round(avg(score), 3) AS score FROM read_parquet("
-            f"'{out}/proposals/**/*.parquet', hive_partitioning=true) GROUP BY label"
+            f"'{out}/proposals/*.parquet') GROUP BY label"
         ),
     ]
     sys.stdout.write("\n".join(lines) + "\n")

@@ -3,9 +3,9 @@
     python -m jobs.import_features --csv-dir URI --annotations anet_anno.json --output URI \
         [--batch-size 256] [--num-cpus N]
 
-Writes OUTPUT/features/run_id=<run>/part-<batch>.parquet (FEATURES_SCHEMA, the layout
+Writes OUTPUT/features/part-<batch>.parquet (the features table, the layout
 jobs.extract writes and jobs.train reads) and OUTPUT/_runs/<run>/record.json. CSV rows are
-positions, columns channels; rows store C × T. ``duration`` is MMAction2's corrected duration
+positions, columns channels; rows store C × T. ``feature_span_s`` is MMAction2's corrected duration
 (feature_frame / duration_frame × duration_second). Videos already imported into OUTPUT are
 skipped, so a killed import is resumed by running it again. Runs embedded or under
 ``ray job submit``. Exit codes: 0 done, 2 unusable input.
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, run_id: str) -> dict:
     csv_uris = storage.list_files(args.csv_dir, (".csv",))
     if not csv_uris:
         raise FileNotFoundError(f"no .csv files under {args.csv_dir}")
-    commits.remove_orphans(args.output, ("features",))
+    commits.recover(args.output)
     done = commits.committed_video_ids(args.output)
     todo, facts, unannotated = csv_import.plan_import(csv_uris, annos, done)
     if unannotated:
@@ -54,14 +54,24 @@ def run(args: argparse.Namespace, run_id: str) -> dict:
     log.info("%d CSVs: %d to import, %d already imported", len(csv_uris), len(todo), len(done))
     task = ray.remote(csv_import.import_batch)
     pending, rows = [], 0
-    for start in range(0, len(todo), args.batch_size):
-        items = todo[start : start + args.batch_size]
-        batch_facts = {vid: facts[vid] for vid, _ in items}
-        pending.append(task.remote(items, batch_facts, args.output, run_id, args.csv_dir))
-        if len(pending) >= MAX_IN_FLIGHT:
-            ready, pending = ray.wait(pending, num_returns=1)
-            rows += sum(m["rows"]["features"] for m in ray.get(ready))
-    rows += sum(m["rows"]["features"] for m in ray.get(pending))
+    index = commits.IndexWriter(args.output, run_id)
+
+    def finish(results: list[dict]) -> int:
+        for r in results:
+            index.add(r["committed"], [r["batch_id"]] * len(r["committed"]),
+                      [True] * len(r["committed"]))  # fmt: skip
+        return sum(len(r["committed"]) for r in results)
+
+    with commits.RunLease(args.output, run_id):
+        for start in range(0, len(todo), args.batch_size):
+            items = todo[start : start + args.batch_size]
+            batch_facts = {vid: facts[vid] for vid, _ in items}
+            pending.append(task.remote(items, batch_facts, args.output, run_id, args.csv_dir))
+            if len(pending) >= MAX_IN_FLIGHT:
+                ready, pending = ray.wait(pending, num_returns=1)
+                rows += finish(ray.get(ready))
+        rows += finish(ray.get(pending))
+        index.flush()
     record = {
         "run_id": run_id, "csv_dir": args.csv_dir, "annotations": args.annotations,
         "num_csv": len(csv_uris), "imported": rows, "skipped_done": len(done),

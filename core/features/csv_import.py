@@ -2,7 +2,7 @@
 
 Each video is one file ``v_<id>.csv``: a header ``f0,f1,...,f399`` and one row per temporal
 position (100 rows), the layout MMAction2's ``LoadLocalizationFeature`` reads and transposes to
-C × T. Rows become FEATURES_SCHEMA rows (C × T row-major) with ``duration`` the seconds the
+C × T. Rows become features rows (C × T row-major) with ``feature_span_s`` the seconds the
 positions span, MMAction2's corrected duration ``feature_frame / duration_frame *
 duration_second`` (``GenerateLocalizationLabels``); annotations without frame facts (official
 ActivityNet JSON) give their ``duration``.
@@ -20,7 +20,6 @@ import io
 import logging
 import posixpath
 import re
-import uuid
 from collections.abc import Mapping
 
 import numpy as np
@@ -45,7 +44,9 @@ class CsvFeatureError(ValueError):
 class VideoFacts:
     """What a features row records about a video besides its features."""
 
-    duration: float
+    feature_span_s: float
+    """Seconds the feature positions span (MMAction2's corrected duration)."""
+    video_duration_s: float
     fps: float
     num_frames: int
 
@@ -59,7 +60,9 @@ def video_facts(anno: VideoAnnotation) -> VideoFacts:
         duration = float(extra["feature_frame"]) / float(frames) * anno.duration
     fps = float(extra.get("fps") or (frames / anno.duration if frames and anno.duration else 0.0))
     num_frames = int(frames) if frames else int(round(fps * anno.duration))
-    return VideoFacts(duration=duration, fps=fps, num_frames=num_frames)
+    return VideoFacts(
+        feature_span_s=duration, video_duration_s=anno.duration, fps=fps, num_frames=num_frames
+    )
 
 
 def parse_feature_csv(content: bytes, uri: str = "") -> np.ndarray:
@@ -82,25 +85,33 @@ def csv_video_id(uri: str) -> str:
 
 def features_rows(
     ids: list[str], uris: list[str], feats: list[np.ndarray], facts: list[VideoFacts],
-    source: str,
+    source: str, run_id: str,
 ) -> pa.Table:  # fmt: skip
-    """FEATURES_SCHEMA rows; ``feats`` are T × C as read, stored transposed (C × T)."""
-    flat = [np.ascontiguousarray(f.T).reshape(-1) for f in feats]
+    """Features table rows; ``feats`` are T × C as read, stored transposed (C × T)."""
+    shapes = {f.shape for f in feats}
+    if len(shapes) != 1:
+        raise CsvFeatureError(f"feature CSVs of one import must share T × C, got {sorted(shapes)}")
+    ((T, C),) = shapes
+    flat = np.concatenate([np.ascontiguousarray(f.T, dtype=np.float32).reshape(-1) for f in feats])
+    n = len(ids)
     return pa.table(
         {
             tables.VIDEO_ID: pa.array(ids, pa.string()),
             tables.URI: pa.array(uris, pa.string()),
-            "features": pa.array(flat, pa.list_(pa.float32())),
-            "C": pa.array([f.shape[1] for f in feats], pa.int32()),
-            "T": pa.array([f.shape[0] for f in feats], pa.int32()),
-            "duration": pa.array([x.duration for x in facts], pa.float64()),
+            "features": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), C * T),
+            "C": pa.array([C] * n, pa.int32()),
+            "T": pa.array([T] * n, pa.int32()),
+            "video_duration_s": pa.array([x.video_duration_s for x in facts], pa.float64()),
+            "feature_span_s": pa.array([x.feature_span_s for x in facts], pa.float64()),
             "fps": pa.array([x.fps for x in facts], pa.float64()),
             "num_frames": pa.array([x.num_frames for x in facts], pa.int64()),
-            "num_snippets": pa.array([f.shape[0] for f in feats], pa.int32()),
-            "extractor": pa.array([EXTRACTOR] * len(ids), pa.string()),
-            "extractor_checkpoint": pa.array([source] * len(ids), pa.string()),
+            "num_snippets": pa.array([T] * n, pa.int32()),
+            "num_decode_errors": pa.array([0] * n, pa.int32()),
+            "extractor": pa.array([EXTRACTOR] * n, pa.string()),
+            "extractor_checkpoint": pa.array([source] * n, pa.string()),
+            tables.RUN_ID: pa.array([run_id] * n, pa.string()),
         },
-        schema=tables.FEATURES_SCHEMA,
+        schema=tables.features_schema(C, T),
     )
 
 
@@ -111,8 +122,11 @@ def import_batch(
     """Reads one batch of (video_id, csv URI), writes its Parquet file and commit marker."""
     feats = [parse_feature_csv(storage.read_bytes(uri), uri) for _, uri in items]
     ids = [vid for vid, _ in items]
-    table = features_rows(ids, [u for _, u in items], feats, [facts[v] for v in ids], source)
-    return commits.commit_batch(output_uri, run_id, uuid.uuid4().hex, {"features": table}, ids)
+    table = features_rows(
+        ids, [u for _, u in items], feats, [facts[v] for v in ids], source, run_id
+    )
+    result = commits.commit_batch(output_uri, run_id, None, {"features": table}, ids)
+    return {"batch_id": result.batch_id, "committed": result.committed}
 
 
 def plan_import(

@@ -318,7 +318,7 @@ def to_columns(
 ) -> dict[str, np.ndarray]:
     """The valid proposals as columns of ``core.io.tables.PROPOSALS_SCHEMA``.
 
-    The caller adds ``run_id`` and ``model``. Class-agnostic proposals (no labels) get label
+    The caller adds ``uri``, ``run_id`` and ``model``. Class-agnostic proposals (no labels) get label
     ``""``, label_id -1 and label_score equal to their score.
 
     Args:
@@ -328,7 +328,7 @@ def to_columns(
 
     Returns:
         Columns ``video_id, t_start, t_end, score, label, label_id, label_score, rank,
-        duration`` as NumPy arrays, videos in batch order, each video best first.
+        video_duration_s`` as NumPy arrays, videos in batch order, each video best first.
     """
     valid_BP = proposals.valid_BP.cpu().numpy()
     b_idx, p_idx = np.nonzero(valid_BP)
@@ -353,5 +353,5 @@ def to_columns(
         "label_id": label_ids,
         "label_score": label_scores.astype(np.float32),
         "rank": p_idx.astype(np.int32),
-        "duration": proposals.durations_B.cpu().numpy()[b_idx].astype(np.float64),
+        "video_duration_s": proposals.durations_B.cpu().numpy()[b_idx].astype(np.float64),
     }

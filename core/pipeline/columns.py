@@ -6,6 +6,7 @@ Shape suffixes: C feature channels, T positions, P proposals per video.
 
 FEATS = "feats_CT"  # float32 (C, T): the video's features at T positions (zeros if it failed)
 OK = "ok"  # bool: the video decoded and has features
+TRANSIENT = "transient"  # bool: it failed for a passing reason (storage): left for a later run
 ERROR_STAGE = "error_stage"  # where a failed video failed ("read", "decode"), "" if ok
 ERROR_TYPE = "error_type"  # the failure's kind (VideoDecodeError reasons, not_found, ...)
 ERROR_MESSAGE = "error_message"
@@ -13,9 +14,13 @@ FPS = "fps"
 NUM_FRAMES = "num_frames"
 DURATION = "duration"  # seconds decoded
 NUM_SNIPPETS = "num_snippets"  # snippets before rescaling to T
+NUM_DECODE_ERRORS = "num_decode_errors"  # int32 damaged packets skipped (0: a clean video)
 # the localizer's proposals, columns t_start, t_end, score, label_score (seconds, seconds,
 # BMN confidence, detection confidence)
 PROPOSALS = "proposals_P_start_end_score_labelscore"
 PROPOSAL_LABEL = "proposal_label_P"  # int32 class index, -1 without a head
 PROPOSAL_VALID = "proposal_valid_P"  # bool: a real proposal (fewer than P may exist)
-NUM_PROPOSALS = "num_proposals"  # int32, in the writer's summary rows
+# the writer's summary rows
+NUM_PROPOSALS = "num_proposals"  # int32
+COMMITTED = "committed"  # bool: this batch published the video's rows
+BATCH_ID = "batch_id"

@@ -54,6 +54,9 @@ class ExtractConfig:
     """Videos per committed Parquet file."""
     seed: int = 0
     """Seeds the random weights of a recognizer or localizer without a checkpoint."""
+    max_failed_fraction: float = 0.5
+    """The job exits non-zero (after committing what succeeded) when more than this share of
+    the videos it processed failed for good."""
     checkpoint: CheckpointLoadSection = dataclasses.field(default_factory=CheckpointLoadSection)
     storage: StorageSection = dataclasses.field(default_factory=StorageSection)
 

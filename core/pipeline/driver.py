@@ -35,11 +35,26 @@ class ExtractSummary:
     output_uri: str
     num_inputs: int
     num_skipped: int
+    """Videos already done by earlier runs."""
     num_ok: int
+    """Videos this run committed with features (damaged ones included)."""
     num_failed: int
+    """Videos this run committed as failed for good (an error row, no features)."""
+    num_damaged: int
+    """Of ``num_ok``: videos that decoded only in part (``num_decode_errors`` > 0)."""
+    num_left: int
+    """Videos not done at the end: storage kept failing, or another live run claims them.
+    Rerunning the same command processes them."""
+    num_retried: int
+    """Failed videos whose error rows ``--retry-failed`` took back to process them again."""
     num_proposals: int
     seconds: float
     errors_by_stage: dict[str, int]
+
+    @property
+    def failed_fraction(self) -> float:
+        processed = self.num_ok + self.num_failed
+        return self.num_failed / processed if processed else 0.0
 
 
 def fingerprint(cfg: ExtractConfig, localizer_sha256: str) -> str:
@@ -74,6 +89,10 @@ def _check_previous_runs(output_uri: str, fp: str) -> None:
             )
 
 
+MAX_PASSES = 3
+"""Passes over what is left (videos whose storage failed, or whose batch attempt died)."""
+
+
 def run_extract(
     cfg: ExtractConfig,
     resolved_config_text: str,
@@ -81,16 +100,16 @@ def run_extract(
     output_uri: str,
     run_id: str,
     localizer_checkpoint: str | None = None,
+    retry_failed: bool = False,
     progress_every_s: float = 10.0,
 ) -> ExtractSummary:
     """Runs the pipeline over ``inputs`` (Ray must be initialised), skipping done videos.
 
-    ``localizer_checkpoint`` (``jobs.extract --checkpoint``) overrides the config's
-    ``localizer.checkpoint``.
+    Each video is committed exactly once (:mod:`core.io.commits`), whatever other runs over
+    the same output do at the same time. ``localizer_checkpoint`` (``jobs.extract
+    --checkpoint``) overrides the config's ``localizer.checkpoint``; ``retry_failed`` takes
+    back the error rows of videos that failed for good and processes them again.
     """
-    import ray
-    from ray.data import ActorPoolStrategy
-
     from core.models.localizer import checkpoint_facts, resolve_class_names
     from core.runtime import package_versions
 
@@ -100,12 +119,6 @@ def run_extract(
     config.check_shapes(cfg, ckpt["model"] or cfg.model)
     fp = fingerprint(cfg, ckpt["sha256"])
     _check_previous_runs(output_uri, fp)
-    commits.remove_orphans(output_uri, writer.TABLES)
-    done = commits.committed_video_ids(output_uri)
-    todo = [v for v in inputs if v.video_id not in done]
-    log.info(
-        "%d videos: %d already done, %d to process", len(inputs), len(inputs) - len(todo), len(todo)
-    )
     run_dir = storage.join(output_uri, commits.RUNS_DIR, run_id)
     storage.write_text(storage.join(run_dir, "config.py"), resolved_config_text)
     record = {
@@ -116,10 +129,8 @@ def run_extract(
         "extractor_checkpoint": cfg.extractor.checkpoint or "random",
         "packages": package_versions(),
         "num_inputs": len(inputs),
-        "num_skipped": len(inputs) - len(todo),
     }
     storage.write_json(storage.join(run_dir, "record.json"), record)
-
     ctx = writer.WriteContext(
         output_uri=output_uri,
         run_id=run_id,
@@ -130,63 +141,125 @@ def run_extract(
         localizer_sha256=ckpt["sha256"],
         extractor_name=cfg.extractor.name,
         extractor_checkpoint=cfg.extractor.checkpoint or "random",
+        sampling=dataclasses.asdict(cfg.sampling),
     )
-    counts = {"ok": 0, "failed": 0, "proposals": 0}
-    by_stage: dict[str, int] = {}
-    if todo:
-        ds = ray.data.from_items([{tables.VIDEO_ID: v.video_id, tables.URI: v.uri} for v in todo])
-        ds = ds.map_batches(
-            stages.SnippetFeatures,
-            fn_constructor_kwargs={"cfg": cfg},
-            batch_size=cfg.extractor.videos_per_call,
-            compute=ActorPoolStrategy(size=cfg.extractor.num_actors),
-            num_cpus=1,
-            num_gpus=cfg.extractor.num_gpus,
-        )
-        ds = ds.map_batches(
-            stages.Proposals,
-            fn_constructor_kwargs={"cfg": cfg, "checkpoint_uri": localizer_checkpoint},
-            batch_size=cfg.localizer.batch_size,
-            compute=ActorPoolStrategy(size=cfg.localizer.num_actors),
-            num_cpus=1 if cfg.localizer.num_gpus == 0 else 0,
-            num_gpus=cfg.localizer.num_gpus,
-        )
-        ds = ds.map_batches(
-            writer.write_batch, fn_kwargs={"ctx": ctx}, batch_size=cfg.write_batch_size
-        )
-        last_log = time.perf_counter()
-        for summary in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            ok = summary[col.OK].astype(bool)
-            counts["ok"] += int(ok.sum())
-            counts["failed"] += int((~ok).sum())
-            counts["proposals"] += int(summary[col.NUM_PROPOSALS].sum())
-            for stage in summary[col.ERROR_STAGE][~ok]:
-                by_stage[str(stage)] = by_stage.get(str(stage), 0) + 1
-            if time.perf_counter() - last_log > progress_every_s:
-                done_now = counts["ok"] + counts["failed"]
-                log.info("progress: %d/%d videos written", done_now, len(todo))
-                last_log = time.perf_counter()
+    counts = _Counts()
+    with commits.RunLease(output_uri, run_id):
+        commits.recover(output_uri)
+        commits.apply_retractions(output_uri)
+        done = commits.committed_videos(output_uri)
+        retried = 0
+        if retry_failed:
+            failed = {v.video_id: done[v.video_id] for v in inputs
+                      if v.video_id in done and not done[v.video_id].ok}  # fmt: skip
+            retried = commits.retract_failed(output_uri, run_id, failed)
+            done = {v: c for v, c in done.items() if v not in failed}
+        todo = [v for v in inputs if v.video_id not in done]
+        skipped = len(inputs) - len(todo)
+        log.info("%d videos: %d already done, %d to process", len(inputs), skipped, len(todo))
+        index = commits.IndexWriter(output_uri, run_id)
+        left = todo
+        for attempt in range(MAX_PASSES):
+            if not left:
+                break
+            if attempt:
+                log.info("pass %d: %d videos left (storage failures or retried tasks)",
+                         attempt + 1, len(left))  # fmt: skip
+            _run_pass(cfg, ctx, left, localizer_checkpoint, counts, index, progress_every_s)
+            index.flush()
+            commits.recover(output_uri, own_run=run_id)  # this run's dead task attempts
+            left = [v for v in left if v.video_id not in counts.committed]
     seconds = time.perf_counter() - t0
-    record.update(
-        status="finished",
-        num_ok=counts["ok"],
-        num_failed=counts["failed"],
-        num_proposals=counts["proposals"],
-        errors_by_stage=by_stage,
-        seconds=round(seconds, 3),
-        videos_per_second=round((counts["ok"] + counts["failed"]) / seconds, 4)
-        if seconds
-        else None,
-    )
-    storage.write_json(storage.join(run_dir, "record.json"), record)
-    return ExtractSummary(
+    summary = ExtractSummary(
         run_id=run_id,
         output_uri=output_uri,
         num_inputs=len(inputs),
-        num_skipped=len(inputs) - len(todo),
-        num_ok=counts["ok"],
-        num_failed=counts["failed"],
-        num_proposals=counts["proposals"],
+        num_skipped=skipped,
+        num_ok=counts.ok,
+        num_failed=counts.failed,
+        num_damaged=counts.damaged,
+        num_left=len(left),
+        num_retried=retried,
+        num_proposals=counts.proposals,
         seconds=seconds,
-        errors_by_stage=by_stage,
+        errors_by_stage=counts.by_stage,
     )
+    record.update(
+        status="finished",
+        **{k: v for k, v in dataclasses.asdict(summary).items() if k.startswith("num_")},
+        errors_by_stage=counts.by_stage,
+        seconds=round(seconds, 3),
+        videos_left=[v.video_id for v in left[:1000]],
+    )
+    storage.write_json(storage.join(run_dir, "record.json"), record)
+    return summary
+
+
+@dataclasses.dataclass
+class _Counts:
+    ok: int = 0
+    failed: int = 0
+    damaged: int = 0
+    proposals: int = 0
+    by_stage: dict[str, int] = dataclasses.field(default_factory=dict)
+    committed: set[str] = dataclasses.field(default_factory=set)
+
+    def add(self, summary: dict) -> None:
+        mine = summary[col.COMMITTED].astype(bool)
+        ok = summary[col.OK].astype(bool)
+        self.ok += int((mine & ok).sum())
+        self.failed += int((mine & ~ok).sum())
+        self.damaged += int((mine & ok & (summary[col.NUM_DECODE_ERRORS] > 0)).sum())
+        self.proposals += int(summary[col.NUM_PROPOSALS][mine].sum())
+        for stage in summary[col.ERROR_STAGE][mine & ~ok]:
+            self.by_stage[str(stage)] = self.by_stage.get(str(stage), 0) + 1
+        self.committed.update(str(v) for v in summary[tables.VIDEO_ID][mine])
+
+
+def _run_pass(
+    cfg: ExtractConfig,
+    ctx: writer.WriteContext,
+    videos: list[VideoInput],
+    localizer_checkpoint: str | None,
+    counts: _Counts,
+    index: commits.IndexWriter,
+    progress_every_s: float,
+) -> None:
+    """One Ray Data pass over ``videos``: decode + features → proposals → commits."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    ds = ray.data.from_items([{tables.VIDEO_ID: v.video_id, tables.URI: v.uri} for v in videos])
+    ds = ds.map_batches(
+        stages.SnippetFeatures,
+        fn_constructor_kwargs={"cfg": cfg},
+        batch_size=cfg.extractor.videos_per_call,
+        compute=ActorPoolStrategy(size=cfg.extractor.num_actors),
+        num_cpus=1,
+        num_gpus=cfg.extractor.num_gpus,
+    )
+    ds = ds.map_batches(
+        stages.Proposals,
+        fn_constructor_kwargs={"cfg": cfg, "checkpoint_uri": localizer_checkpoint},
+        batch_size=cfg.localizer.batch_size,
+        compute=ActorPoolStrategy(size=cfg.localizer.num_actors),
+        num_cpus=1 if cfg.localizer.num_gpus == 0 else 0,
+        num_gpus=cfg.localizer.num_gpus,
+    )
+    # a write task that fails (a storage error) is retried; its commits are idempotent
+    ds = ds.map_batches(
+        writer.write_batch,
+        fn_kwargs={"ctx": ctx},
+        batch_size=cfg.write_batch_size,
+        max_retries=4,
+        retry_exceptions=True,
+    )
+    last_log = time.perf_counter()
+    for summary in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        counts.add(summary)
+        mine = summary[col.COMMITTED].astype(bool)
+        index.add(summary[tables.VIDEO_ID][mine], summary[col.BATCH_ID][mine],
+                  summary[col.OK][mine])  # fmt: skip
+        if time.perf_counter() - last_log > progress_every_s:
+            log.info("progress: %d/%d videos committed", len(counts.committed), len(videos))
+            last_log = time.perf_counter()

@@ -16,7 +16,9 @@ Shape legend: B videos in a batch, N snippets, C feature channels, T positions, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 
 import numpy as np
 
@@ -38,11 +40,26 @@ def limit_cpu_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+class RecognizerError(RuntimeError):
+    """The recognizer failed on a batch of snippets: a job-level failure, not a video's."""
+
+
+READ_ATTEMPTS = 4
+"""Tries to fetch a video before its failure counts as passing and is left for a later run."""
+
+
 class SnippetFeatures:
     """Actor: decodes its videos and turns their snippets into features rescaled to T.
 
     Input rows: ``video_id``, ``uri``. Output rows add ``feats_CT`` (float32, zeros when the
-    video failed), ``ok``, the error columns, and the video's fps, frames, duration, snippets.
+    video failed), ``ok``, ``transient``, the error columns, and the video's fps, frames,
+    duration, snippets and damaged packets.
+
+    Failures: a video that is not one, is empty, truncated before its index or has no frames
+    is an error row (``ok`` False); a video that decodes in part is ``ok`` with
+    ``num_decode_errors`` and an explanation in the error columns; a video that cannot be read
+    for a passing reason (storage errors, retried with backoff) is ``transient``; a recognizer
+    failure raises :class:`RecognizerError` (Ray retries the task; if it persists the job fails).
     """
 
     def __init__(self, cfg: ExtractConfig) -> None:
@@ -91,30 +108,41 @@ class SnippetFeatures:
         from core.video import VideoDecodeError, iter_snippets
 
         batch_size = self.cfg.extractor.batch_size
-        try:
-            with storage.local_path(uri) as path:
+        with contextlib.ExitStack() as stack:
+            try:
+                path = _fetch(stack, uri)
+            except FileNotFoundError as e:
+                facts.fail(i, "read", "not_found", str(e))
+                return
+            except OSError as e:
+                facts.postpone(i, f"{type(e).__name__}: {e}")
+                return
+            try:
                 last = None
                 for snippets in iter_snippets(path, self.cfg.sampling):
                     pending.append((i, snippets.clips_NTHWC))
                     last = snippets
                     if sum(len(c) for _, c in pending) >= batch_size:
                         self._flush(pending, feats)
-        except VideoDecodeError as e:
-            facts.fail(i, "decode", e.reason, e.message)
-        except FileNotFoundError as e:
-            facts.fail(i, "read", "not_found", str(e))
-        except Exception as e:  # noqa: BLE001  (any per-video failure is an error row)
-            log.exception("decoding %s failed", uri)
-            facts.fail(i, "decode", type(e).__name__, str(e))
-        else:
-            facts.succeed(i, float(last.info.fps), int(last.num_frames), float(last.duration))
+            except RecognizerError:
+                raise
+            except VideoDecodeError as e:
+                facts.fail(i, "decode", e.reason, e.message)
+            except Exception as e:  # noqa: BLE001  (any other decoder failure is the video's)
+                log.exception("decoding %s failed", uri)
+                facts.fail(i, "decode", type(e).__name__, str(e))
+            else:
+                facts.succeed(i, last)
 
     def _flush(self, pending: list[tuple[int, np.ndarray]], feats) -> None:
         """Runs the recognizer over the pending snippets (of one or more videos)."""
         if not pending:
             return
         clips_NTHWC = np.concatenate([c for _, c in pending], axis=0)
-        feats_NC = self.extractor.extract(clips_NTHWC)
+        try:
+            feats_NC = self.extractor.extract(clips_NTHWC)
+        except Exception as e:
+            raise RecognizerError(f"the recognizer failed on {len(clips_NTHWC)} snippets") from e
         start = 0
         for i, clips in pending:
             feats[i].append(feats_NC[start : start + len(clips)])
@@ -122,34 +150,73 @@ class SnippetFeatures:
         pending.clear()
 
 
+def _fetch(stack: contextlib.ExitStack, uri: str) -> str:
+    """A local path for ``uri``, retrying passing storage errors with exponential backoff.
+
+    Raises:
+        FileNotFoundError: the video does not exist (not retried).
+        OSError: storage kept failing (the caller leaves the video for a later run).
+    """
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return stack.enter_context(storage.local_path(uri))
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001  (s3fs, botocore and aiohttp raise many kinds)
+            if attempt == READ_ATTEMPTS - 1:
+                raise OSError(f"reading {uri} failed {READ_ATTEMPTS} times: {e}") from e
+            log.warning("reading %s failed (%s); retrying", uri, e)
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 class _VideoFacts:
     """Per-video outcome of decoding a batch of B videos: ok or the error, and its facts."""
 
     def __init__(self, B: int) -> None:
         self.ok = np.zeros(B, dtype=bool)
+        self.transient = np.zeros(B, dtype=bool)
         self.stage = np.full(B, "", dtype=object)
         self.error_type = np.full(B, "", dtype=object)
         self.message = np.full(B, "", dtype=object)
         self.fps = np.zeros(B, dtype=np.float64)
         self.num_frames = np.zeros(B, dtype=np.int64)
         self.duration = np.zeros(B, dtype=np.float64)
+        self.decode_errors = np.zeros(B, dtype=np.int32)
 
-    def succeed(self, i: int, fps: float, num_frames: int, duration: float) -> None:
+    def succeed(self, i: int, last) -> None:
+        """Records a decoded video from its last :class:`core.video.SnippetBatch`."""
         self.ok[i] = True
-        self.fps[i], self.num_frames[i], self.duration[i] = fps, num_frames, duration
+        self.fps[i], self.num_frames[i] = float(last.info.fps), int(last.num_frames)
+        self.duration[i] = float(last.duration)
+        self.decode_errors[i] = int(last.num_decode_errors)
+        if last.num_decode_errors or last.truncated:
+            self.stage[i], self.error_type[i] = "decode", "damaged"
+            self.message[i] = (
+                f"{last.num_decode_errors} packets failed to decode"
+                + (" and demuxing stopped early" if last.truncated else "")
+                + f"; features from the {last.num_frames} frames that decoded"
+            )
+            self.decode_errors[i] = max(1, self.decode_errors[i])
 
     def fail(self, i: int, stage: str, error_type: str, message: str) -> None:
         self.stage[i], self.error_type[i], self.message[i] = stage, error_type, message[:2000]
 
+    def postpone(self, i: int, message: str) -> None:
+        self.transient[i] = True
+        self.fail(i, "read", "transient", message)
+
     def columns(self) -> dict[str, np.ndarray]:
         return {
             col.OK: self.ok,
+            col.TRANSIENT: self.transient,
             col.ERROR_STAGE: self.stage,
             col.ERROR_TYPE: self.error_type,
             col.ERROR_MESSAGE: self.message,
             col.FPS: self.fps,
             col.NUM_FRAMES: self.num_frames,
             col.DURATION: self.duration,
+            col.NUM_DECODE_ERRORS: self.decode_errors,
         }
 
 

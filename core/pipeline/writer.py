@@ -1,4 +1,11 @@
-"""The extract pipeline's last stage: one batch of video rows → three Parquet tables, committed.
+"""The extract pipeline's last stage: one batch of video rows → three Parquet tables, committed
+exactly once per video (:func:`core.io.commits.commit_batch`).
+
+Which rows go where: a video that decoded has one ``features`` row and its ``proposals`` rows;
+a video that failed for good (not a video, no frames, ...) has one ``errors`` row with
+``fatal=true``; a damaged video that decoded in part has both a ``features`` row (with
+``num_decode_errors`` > 0) and an ``errors`` row with ``fatal=false``. A video that failed for a
+passing reason (storage) is written nowhere, so a later run processes it.
 
 Shape legend: B videos in the batch, C feature channels, T positions, P proposals per video.
 """
@@ -6,7 +13,6 @@ Shape legend: B videos in the batch, C feature channels, T positions, P proposal
 from __future__ import annotations
 
 import dataclasses
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -31,27 +37,36 @@ class WriteContext:
     """E.g. ``Recognizer2D/scores``: the features' ``extractor`` column."""
     extractor_checkpoint: str
     """The recognizer checkpoint's URI, or ``random``."""
+    sampling: dict
+    """The sampling settings, recorded in the features files' metadata."""
 
 
 def write_batch(batch: dict[str, np.ndarray], ctx: WriteContext) -> dict[str, np.ndarray]:
     """Writes one batch's three tables and commits them; returns one summary row per video."""
-    ids = [str(v) for v in batch[tables.VIDEO_ID]]
+    keep_B = ~batch[col.TRANSIENT].astype(bool)
+    batch = {k: v[keep_B] for k, v in batch.items()}
     ok_B = batch[col.OK].astype(bool)
-    commits.commit_batch(
+    damaged_B = ok_B & (batch[col.NUM_DECODE_ERRORS] > 0)
+    ids = [str(v) for v in batch[tables.VIDEO_ID]]
+    result = commits.commit_batch(
         ctx.output_uri,
         ctx.run_id,
-        uuid.uuid4().hex,
+        None,
         {
             "features": features_table(batch, ok_B, ctx),
             "proposals": proposals_table(batch, ok_B, ctx),
-            "errors": errors_table(batch, ok_B),
+            "errors": errors_table(batch, ~ok_B | damaged_B, ok_B, ctx),
         },
         ids,
     )
+    committed = set(result.committed)
     return {
         tables.VIDEO_ID: np.asarray(ids, dtype=object),
         col.OK: ok_B,
+        col.COMMITTED: np.asarray([v in committed for v in ids], dtype=bool),
+        col.BATCH_ID: np.full(len(ids), result.batch_id, dtype=object),
         col.NUM_PROPOSALS: batch[col.PROPOSAL_VALID].sum(axis=1).astype(np.int32),
+        col.NUM_DECODE_ERRORS: batch[col.NUM_DECODE_ERRORS].astype(np.int32),
         col.ERROR_STAGE: np.asarray(batch[col.ERROR_STAGE], dtype=object),
     }
 
@@ -65,28 +80,32 @@ def _repeat(value, n: int, type_: pa.DataType) -> pa.Array:
 
 
 def features_table(batch: dict[str, np.ndarray], ok_B: np.ndarray, ctx: WriteContext) -> pa.Table:
-    """The ``features`` rows of the videos that decoded (schema :data:`tables.FEATURES_SCHEMA`)."""
+    """The ``features`` rows of the videos that decoded (:func:`tables.features_schema`)."""
     feats_BCT = batch[col.FEATS][ok_B]
-    B, C, T = feats_BCT.shape if len(feats_BCT) else (0, 0, 0)
-    flat_BX = np.ascontiguousarray(feats_BCT.reshape(B, C * T), dtype=np.float32)
-    offsets = pa.array(np.arange(B + 1, dtype=np.int32) * (C * T), pa.int32())
-    features = pa.ListArray.from_arrays(offsets, pa.array(flat_BX.reshape(-1), pa.float32()))
-    return pa.table(
+    B = len(feats_BCT)
+    _, C, T = batch[col.FEATS].shape
+    flat = pa.array(np.ascontiguousarray(feats_BCT, dtype=np.float32).reshape(-1), pa.float32())
+    duration_B = batch[col.DURATION][ok_B]
+    table = pa.table(
         {
             tables.VIDEO_ID: _strings(batch[tables.VIDEO_ID][ok_B]),
             tables.URI: _strings(batch[tables.URI][ok_B]),
-            "features": features,
+            "features": pa.FixedSizeListArray.from_arrays(flat, C * T),
             "C": _repeat(C, B, pa.int32()),
             "T": _repeat(T, B, pa.int32()),
-            "duration": pa.array(batch[col.DURATION][ok_B], pa.float64()),
+            "video_duration_s": pa.array(duration_B, pa.float64()),
+            "feature_span_s": pa.array(duration_B, pa.float64()),  # the T positions span it all
             "fps": pa.array(batch[col.FPS][ok_B], pa.float64()),
             "num_frames": pa.array(batch[col.NUM_FRAMES][ok_B], pa.int64()),
             "num_snippets": pa.array(batch[col.NUM_SNIPPETS][ok_B], pa.int32()),
+            "num_decode_errors": pa.array(batch[col.NUM_DECODE_ERRORS][ok_B], pa.int32()),
             "extractor": _repeat(ctx.extractor_name, B, pa.string()),
             "extractor_checkpoint": _repeat(ctx.extractor_checkpoint, B, pa.string()),
+            tables.RUN_ID: _repeat(ctx.run_id, B, pa.string()),
         },
-        schema=tables.FEATURES_SCHEMA,
+        schema=tables.features_schema(C, T),
     )
+    return tables.with_metadata(table, sampling=ctx.sampling, C=C, T=T)
 
 
 def proposals_table(batch: dict[str, np.ndarray], ok_B: np.ndarray, ctx: WriteContext) -> pa.Table:
@@ -95,34 +114,43 @@ def proposals_table(batch: dict[str, np.ndarray], ok_B: np.ndarray, ctx: WriteCo
     b_idx, p_idx = np.nonzero(valid_BP)
     props_X4 = batch[col.PROPOSALS][b_idx, p_idx]
     label_ids = batch[col.PROPOSAL_LABEL][b_idx, p_idx].astype(np.int32)
-    names = np.asarray([*ctx.class_names, ""], dtype=object)  # label -1 (no head): ""
-    return pa.table(
+    no_label = label_ids < 0  # the localizer has no action head
+    names = np.asarray([*ctx.class_names, ""], dtype=object)
+    table = pa.table(
         {
             tables.VIDEO_ID: _strings(batch[tables.VIDEO_ID][b_idx]),
+            tables.URI: _strings(batch[tables.URI][b_idx]),
             "t_start": pa.array(props_X4[:, 0], pa.float64()),
             "t_end": pa.array(props_X4[:, 1], pa.float64()),
             "score": pa.array(props_X4[:, 2].astype(np.float32), pa.float32()),
-            "label": _strings(names[label_ids]),
-            "label_id": pa.array(label_ids, pa.int32()),
+            "label": pa.array(names[label_ids].tolist(), pa.string(), mask=no_label),
+            "label_id": pa.array(label_ids, pa.int32(), mask=no_label),
             "label_score": pa.array(props_X4[:, 3].astype(np.float32), pa.float32()),
             "rank": pa.array(p_idx.astype(np.int32), pa.int32()),
-            "duration": pa.array(batch[col.DURATION][b_idx], pa.float64()),
+            "video_duration_s": pa.array(batch[col.DURATION][b_idx], pa.float64()),
             "model": _repeat(ctx.localizer_sha256, len(b_idx), pa.string()),
+            tables.RUN_ID: _repeat(ctx.run_id, len(b_idx), pa.string()),
         },
         schema=tables.PROPOSALS_SCHEMA,
     )
+    return tables.with_metadata(table)
 
 
-def errors_table(batch: dict[str, np.ndarray], ok_B: np.ndarray) -> pa.Table:
-    """One row per video that failed (:data:`tables.ERRORS_SCHEMA`)."""
-    bad = ~ok_B
-    return pa.table(
+def errors_table(
+    batch: dict[str, np.ndarray], rows_B: np.ndarray, ok_B: np.ndarray, ctx: WriteContext
+) -> pa.Table:
+    """One row per video that failed or decoded only in part (:data:`tables.ERRORS_SCHEMA`)."""
+    n = int(rows_B.sum())
+    table = pa.table(
         {
-            tables.VIDEO_ID: _strings(batch[tables.VIDEO_ID][bad]),
-            tables.URI: _strings(batch[tables.URI][bad]),
-            "stage": _strings(batch[col.ERROR_STAGE][bad]),
-            "error_type": _strings(batch[col.ERROR_TYPE][bad]),
-            "message": _strings(batch[col.ERROR_MESSAGE][bad]),
+            tables.VIDEO_ID: _strings(batch[tables.VIDEO_ID][rows_B]),
+            tables.URI: _strings(batch[tables.URI][rows_B]),
+            "stage": _strings(batch[col.ERROR_STAGE][rows_B]),
+            "error_type": _strings(batch[col.ERROR_TYPE][rows_B]),
+            "message": _strings(batch[col.ERROR_MESSAGE][rows_B]),
+            "fatal": pa.array(~ok_B[rows_B], pa.bool_()),
+            tables.RUN_ID: _repeat(ctx.run_id, n, pa.string()),
         },
         schema=tables.ERRORS_SCHEMA,
     )
+    return tables.with_metadata(table)

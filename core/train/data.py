@@ -46,8 +46,8 @@ from core.train.config import DataSection
 log = logging.getLogger(__name__)
 
 # Columns of the rows the trainer's datasets carry.
-FEATURES = "features"  # C × T float32, flattened row-major (FEATURES_SCHEMA)
-DURATION = "duration"
+FEATURES = "features"  # C × T float32, flattened row-major (core.io.tables.features_schema)
+DURATION = "feature_span_s"  # seconds the T positions span
 GT = "gt_G3"  # ground truth flattened: [start, end, label_id] * G, start/end normalised
 READ_COLUMNS = (VIDEO_ID, FEATURES, "C", "T", DURATION)
 TRAIN, VAL = "train", "val"

@@ -4,15 +4,13 @@ Each video gets 1-3 random segments. With ``signal > 0`` the features encode the
 so a model can learn it: channel 0 is ``signal`` inside a segment, channels 1 and 2 bump at its
 start and end, channel 3 + k marks class k inside it; everything else (and everything when
 ``signal = 0``) is Gaussian noise of scale 1. Written as an extract-like output
-(``OUT/features/run_id=.../part-*.parquet`` via :func:`core.io.commits.commit_batch`) with
+(``OUT/features/part-*.parquet`` via :func:`core.io.commits.commit_batch`) with
 ActivityNet v1.3 annotations (``training`` / ``validation`` subsets).
 
 Shape legend: N videos, C channels, T positions, G segments.
 """
 
 from __future__ import annotations
-
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -53,7 +51,7 @@ def synthetic_corpus(
     num_videos: int, C: int, T: int, num_classes: int, seed: int = 0, signal: float = 3.0,
     val_fraction: float = 0.25,
 ) -> tuple[pa.Table, dict]:  # fmt: skip
-    """A features table (FEATURES_SCHEMA) and ActivityNet v1.3 annotations of N videos."""
+    """A features table and ActivityNet v1.3 annotations of N videos."""
     rng = np.random.default_rng(seed)
     classes = [f"action_{k}" for k in range(num_classes)]
     ids, feats, durations, database = [], [], [], {}
@@ -80,24 +78,27 @@ def synthetic_corpus(
 
 
 def features_table(ids: list[str], feats_NCT: np.ndarray, durations_N: np.ndarray) -> pa.Table:
-    """Rows of FEATURES_SCHEMA for features already in memory (fps 30, random extractor)."""
+    """Features table rows for features already in memory (fps 30, random extractor)."""
     N, C, T = feats_NCT.shape
     flat = pa.FixedSizeListArray.from_arrays(pa.array(feats_NCT.reshape(-1), pa.float32()), C * T)
     return pa.table(
         {
             tables.VIDEO_ID: pa.array(ids, pa.string()),
             tables.URI: pa.array([f"synthetic://{v}" for v in ids], pa.string()),
-            "features": flat.cast(pa.list_(pa.float32())),
+            "features": flat,
             "C": pa.array([C] * N, pa.int32()),
             "T": pa.array([T] * N, pa.int32()),
-            "duration": pa.array(durations_N, pa.float64()),
+            "video_duration_s": pa.array(durations_N, pa.float64()),
+            "feature_span_s": pa.array(durations_N, pa.float64()),
             "fps": pa.array([30.0] * N, pa.float64()),
             "num_frames": pa.array(np.round(durations_N * 30).astype(np.int64), pa.int64()),
             "num_snippets": pa.array([T] * N, pa.int32()),
+            "num_decode_errors": pa.array([0] * N, pa.int32()),
             "extractor": pa.array(["synthetic"] * N, pa.string()),
             "extractor_checkpoint": pa.array(["random"] * N, pa.string()),
+            tables.RUN_ID: pa.array([RUN_ID] * N, pa.string()),
         },
-        schema=tables.FEATURES_SCHEMA,
+        schema=tables.features_schema(C, T),
     )
 
 
@@ -108,7 +109,7 @@ def write_table(
     for start in range(0, table.num_rows, rows_per_file):
         part = table.slice(start, rows_per_file)
         ids = part.column(tables.VIDEO_ID).to_pylist()
-        commits.commit_batch(output_uri, RUN_ID, uuid.uuid4().hex, {"features": part}, ids)
+        commits.commit_batch(output_uri, RUN_ID, None, {"features": part}, ids)
     anno_uri = storage.join(output_uri, "annotations.json")
     storage.write_json(anno_uri, annotations)
     return anno_uri

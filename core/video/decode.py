@@ -10,6 +10,7 @@ packet is counted and skipped, a demuxer that gives up ends the stream; both are
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 
@@ -77,7 +78,10 @@ def iter_snippets(path: str, cfg: SamplingConfig) -> Iterator[SnippetBatch]:
         while len(pending) > cfg.batch_size:
             yield assembler.batch(pending[: cfg.batch_size], info, is_last=False)
             del pending[: cfg.batch_size]
-        yield assembler.batch(pending, info, is_last=True)
+        last = assembler.batch(pending, info, is_last=True)
+        yield dataclasses.replace(
+            last, num_decode_errors=decoded.errors, truncated=decoded.truncated
+        )
 
 
 class _DecodedFrames:

@@ -96,6 +96,10 @@ class SnippetBatch:
     """Seconds decoded so far (last frame's time plus one frame); true duration on the last."""
     is_last: bool
     """Whether this is the video's last batch (then ``num_frames``/``duration`` are final)."""
+    num_decode_errors: int = 0
+    """On the last batch: packets that failed to decode and were skipped (a damaged stream)."""
+    truncated: bool = False
+    """On the last batch: whether demuxing stopped before the end of the file."""
 
 
 @dataclass

@@ -57,7 +57,8 @@ def make_inputs(seed: int = 0, num_videos: int = 12) -> tuple[dict, pa.Table]:
                     "label_id": label_id,
                     "label_score": float(scores[k] * rng.random()),
                     "rank": rank,
-                    "duration": duration,
+                    "video_duration_s": duration,
+                    "uri": f"videos/v_{video_id}.mp4",
                     "run_id": "run-1",
                     "model": "random",
                 }

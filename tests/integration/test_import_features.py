@@ -82,7 +82,7 @@ def test_import_matches_mmaction_loading_and_resumes(ray_session, inputs, tmp_pa
         np.testing.assert_array_equal(feats_CT, upstream["raw_feature"])
         np.testing.assert_array_equal(feats_CT, feats[vid].T)
         s, f, ff, _ = VIDEOS[vid]
-        assert row["duration"] == pytest.approx(ff / f * s)
+        assert row["feature_span_s"] == pytest.approx(ff / f * s)
         assert (row["fps"], row["num_frames"]) == (30.0, f)
     # the training data's ground truth is MMAction2's gt_bbox
     index = data.read_feature_index(data.features_table_uri(out))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pathlib
 
-import pyarrow as pa
 import pytest
 
-from core import config, storage
+from core import config
 from core.features import ExtractorConfig
-from core.io import commits
 from core.pipeline import driver, inputs
 from core.pipeline.config import ExtractConfig, check_shapes
 
@@ -58,18 +56,6 @@ def test_bad_inputs_are_input_errors(tmp_path):
     (tmp_path / "m.csv").write_text("path\nx.mp4\n")
     with pytest.raises(inputs.InputError, match="no 'uri' column"):
         inputs.list_inputs(str(tmp_path / "m.csv"))
-
-
-def test_commits_skip_done_videos_and_remove_orphans(tmp_path):
-    out = str(tmp_path)
-    table = pa.table({"video_id": ["a", "b"]})
-    commits.commit_batch(out, "r1", "1" * 32, {"features": table}, ["a", "b"])
-    orphan = commits.part_uri(out, "features", "r2", "2" * 32)
-    storage.write_bytes(orphan, commits.parquet_bytes(table))
-    assert commits.committed_video_ids(out) == {"a", "b"}
-    assert commits.remove_orphans(out, ("features", "proposals")) == [orphan]
-    assert commits.read_table(out, "features").num_rows == 2
-    assert set(commits.read_table(out, "features").column("run_id").to_pylist()) == {"r1"}
 
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

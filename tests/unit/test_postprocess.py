@@ -183,13 +183,14 @@ def test_columns_fit_the_proposals_schema():
     columns = to_columns(labelled, ["a", "b"], ["walk", "run", "background"])
     n = len(columns["video_id"])
     table = pa.table(
-        {**columns, "run_id": ["r"] * n, "model": ["random"] * n}, schema=PROPOSALS_SCHEMA
+        {**columns, "uri": ["u"] * n, "run_id": ["r"] * n, "model": ["random"] * n},
+        schema=PROPOSALS_SCHEMA,
     )
     assert table.num_rows == n == 10
     assert table.column("rank").to_pylist() == [0, 1, 2, 3, 4] * 2
     assert set(table.column("label").to_pylist()) <= {"walk", "run"}
-    assert table.column("duration").to_pylist() == [12.5] * 5 + [90.0] * 5
-    assert (columns["t_end"] <= columns["duration"]).all()
+    assert table.column("video_duration_s").to_pylist() == [12.5] * 5 + [90.0] * 5
+    assert (columns["t_end"] <= columns["video_duration_s"]).all()
 
     plain = batched_proposals(conf_map_B2DT, start_BT, end_BT, durations_B, **kwargs)
     columns = to_columns(plain, ["a", "b"])

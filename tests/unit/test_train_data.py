@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from core import storage
 from core.eval.annotations import VideoAnnotation, parse_annotations
 from core.io import commits
 from core.train import data, synthetic_features
@@ -50,7 +51,7 @@ def test_ground_truth_normalised_by_features_duration_and_clipped():
 
 def test_match_resolves_v_prefix_and_reports_missing():
     annos = {"v_abc": video("v_abc", [[0, 50]], ["a"]), "v_zzz": video("v_zzz", [[0, 1]], ["a"])}
-    index = pa.table({"video_id": ["abc", "other"], "duration": [100.0, 10.0]})
+    index = pa.table({"video_id": ["abc", "other"], "feature_span_s": [100.0, 10.0]})
     gt, missing = data.match_ground_truth(annos, index, {"a": 0})
     assert list(gt) == ["abc"] and missing == ["v_zzz"]
     np.testing.assert_allclose(gt["abc"], [[0.0, 0.5, 0]])
@@ -65,7 +66,7 @@ def test_join_then_collect_restores_c_by_t_in_id_order():
     table, feats_NCT = feature_rows(["c", "a", "b"])
     gt = {"a": np.array([[0.1, 0.2, 1.0]]), "c": np.zeros((0, 3))}
     joined = data.join_ground_truth(table, gt)
-    assert joined.column_names == ["video_id", "features", "duration", "gt_G3"]
+    assert joined.column_names == ["video_id", "features", "feature_span_s", "gt_G3"]
     shard = data.collect_shard([joined.slice(1), joined.slice(0, 1)], C=3, T=4)
     assert shard.video_ids == ["a", "c"]
     np.testing.assert_array_equal(shard.feats_NCT[0], feats_NCT[1])  # "a" was row 1
@@ -95,7 +96,7 @@ def test_prepare_training_set_from_written_features(tmp_path):
     assert set(ts.val_annotations) == set(ts.gt["val"])
     assert ts.features_uri.endswith("features")
     index = data.read_feature_index(ts.features_uri).to_pydict()
-    durations = dict(zip(index["video_id"], index["duration"], strict=True))
+    durations = dict(zip(index["video_id"], index["feature_span_s"], strict=True))
     vid = sorted(ts.gt["train"])[0]
     with open(anno_uri) as f:
         annos = parse_annotations(json.load(f))
@@ -109,6 +110,7 @@ def test_prepare_training_set_errors(tmp_path):
     with pytest.raises(data.TrainDataError, match="not found"):
         data.prepare_training_set(str(tmp_path / "nothing"), anno_uri, DataSection())
     table, _ = feature_rows(["vid_000001"], C=2, T=4)
-    commits.commit_batch(out, "again", "0" * 32, {"features": table}, ["vid_000001"])
+    # commits never publish a video twice: a copy made behind their back must still be caught
+    storage.write_bytes(commits.part_uri(out, "features", "0" * 32), commits.parquet_bytes(table))
     with pytest.raises(data.TrainDataError, match="more than once"):
         data.prepare_training_set(out, anno_uri, DataSection())
