@@ -87,7 +87,7 @@ def test_extract_then_rerun_adds_nothing(video_dir, tmp_path):
     assert query(f"SELECT min(C), max(C), min(T), max(T) FROM {feats}") == [(512, 512, 32, 32)]
     errors = dict(query(f"SELECT video_id, error_type FROM {errs} WHERE stage = 'decode'"))
     assert errors == reasons
-    per_video = query(f"SELECT video_id, count(*), min(rank), max(t_end <= duration + 1e-6) "
+    per_video = query(f"SELECT video_id, count(*), min(rank), max(t_end <= video_duration_s + 1e-6) "
                       f"FROM {props} GROUP BY video_id")  # fmt: skip
     assert len(per_video) == good
     assert all(n >= 1 and r == 0 and ok for _, n, r, ok in per_video)
