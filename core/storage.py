@@ -125,20 +125,26 @@ def write_bytes(uri: str, data: bytes) -> None:
     """Writes a whole file so that no reader ever sees it half written."""
     fs, path = filesystem(uri)
     if is_local(uri):
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-        try:
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are read by other users/workers
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+        with _local_temp(path, data) as tmp:
             os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
     else:
         fs.pipe_file(path, data)
+
+
+@contextlib.contextmanager
+def _local_temp(path: str, data: bytes) -> Iterator[str]:
+    """``data`` in a hidden temporary file next to ``path`` (removed at exit if still there)."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are read by other users/workers
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def create_exclusive(uri: str, data: bytes) -> bool:
@@ -152,20 +158,12 @@ def create_exclusive(uri: str, data: bytes) -> bool:
     """
     fs, path = filesystem(uri)
     if is_local(uri):
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-        try:
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.link(tmp, path)
+        with _local_temp(path, data) as tmp:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
             return True
-        except FileExistsError:
-            return False
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
     if protocol(uri) == "memory":
         with _MEMORY_LOCK:
             if fs.exists(path):
