@@ -5,7 +5,10 @@
 # people (core.detect.train) and passes them with --cfg-options.
 _base_ = ["./_base_/faster_rcnn_r50_fpn_2x_coco.py", "./_base_/slowonly_r101_ava21.py"]
 
-sampling = dict(short_side=96, predict_stepsize=8, clip_len=4, frame_interval=4, decode_threads=1)
+# 2 cores: one decoding task, the two model actors half a CPU each
+sampling = dict(
+    short_side=96, predict_stepsize=8, clip_len=4, frame_interval=4, decode_threads=1, num_cpus=1.0
+)
 
 detector = dict(
     model=dict(
@@ -23,6 +26,7 @@ detector = dict(
     score_thr=0.5,
     batch_size=4,
     num_actors=1,
+    num_cpus=0.5,
 )
 
 action = dict(
@@ -34,6 +38,7 @@ action = dict(
     score_thr=0.5,
     batch_size=8,
     num_actors=1,
+    num_cpus=0.5,
 )
 
 render = dict(video_ids=[], max_videos=1, output_stepsize=4, output_fps=6, max_labels=3)

@@ -8,11 +8,15 @@
 # loading them needs `checkpoint.allow_pickle=True` (trusted files only).
 _base_ = ["./_base_/faster_rcnn_r50_fpn_2x_coco.py", "./_base_/slowonly_r101_ava21.py"]
 
-sampling = dict(short_side=256, predict_stepsize=8, clip_len=8, frame_interval=8, decode_threads=1)
+sampling = dict(
+    short_side=256, predict_stepsize=8, clip_len=8, frame_interval=8, decode_threads=1, num_cpus=1.0
+)
 
-detector = dict(score_thr=0.9, batch_size=8, num_actors=2, num_gpus=0.25)
+detector = dict(score_thr=0.9, batch_size=8, num_actors=2, num_gpus=0.25, num_cpus=1.0)
 
-action = dict(score_thr=0.5, channel_order="rgb", batch_size=8, num_actors=2, num_gpus=0.25)
+action = dict(
+    score_thr=0.5, channel_order="rgb", batch_size=8, num_actors=2, num_gpus=0.25, num_cpus=1.0
+)
 
 render = dict(video_ids=[], max_videos=0, output_stepsize=4, output_fps=6, max_labels=5)
 

@@ -1,0 +1,216 @@
+"""The two models of spatio-temporal detection, batched: the mmdet person detector and the
+MMAction2 action model (``FastRCNN``: SlowOnly backbone + ``AVARoIHead`` over person boxes).
+
+Both compute what MMAction2's demo (``demo/demo_spatiotemporal_det.py``) computes one frame or
+one clip per call, for many frames or clips per call: inputs of one size form a batch (so a
+batch is padded exactly as one image alone is, and results do not depend on what else is in
+the batch); the detector runs mmdet's own test pipeline (``Resize(test_scale, keep_ratio)``,
+``PackDetInputs``, ``DetDataPreprocessor``) as ``mmdet.apis.inference_detector`` does; the
+action model gets clips normalised with its ``data_preprocessor`` mean and std, the person
+boxes as proposals and ``test_cfg.rcnn.action_thr = 0``, as the demo sets them.
+
+Shape legend: B images or clips in a batch, N boxes, C action classes of the model (81 for
+AVA: background + 80), T clip frames, H x W image, h x w clip frames.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.detect.config import ActionSection, DetectorSection
+
+log = logging.getLogger(__name__)
+
+
+def _load_weights(model: torch.nn.Module, uri: str, allow_pickle: bool) -> str:
+    """Loads an OpenMMLab (``state_dict`` + ``meta``) or plain checkpoint; returns its sha256."""
+    from mmengine.runner.checkpoint import load_state_dict
+
+    from core.io.checkpoint import load_state_dict_from
+
+    state, sha256 = load_state_dict_from(uri, allow_pickle=allow_pickle)
+    load_state_dict(model, state, strict=False, logger="current")
+    return sha256
+
+
+def _groups_by_shape(arrays: list[np.ndarray], batch_size: int) -> list[list[int]]:
+    """Indices of ``arrays`` in batches of one shape each, at most ``batch_size`` long."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, a in enumerate(arrays):
+        by_shape.setdefault(tuple(a.shape), []).append(i)
+    return [
+        idx[s : s + batch_size] for idx in by_shape.values() for s in range(0, len(idx), batch_size)
+    ]
+
+
+def detector_config(section: DetectorSection):
+    """The mmengine ``Config`` that mmdet's ``init_detector`` and ``inference_detector`` read:
+    the model and a test pipeline (from files, as the demo's config has it)."""
+    from mmengine.config import Config
+
+    model = copy.deepcopy(section.model)
+    return Config(
+        dict(
+            model=model,
+            default_scope="mmdet",
+            test_dataloader=dict(
+                dataset=dict(
+                    pipeline=[
+                        dict(type="mmdet.LoadImageFromFile"),
+                        dict(type="mmdet.Resize", scale=tuple(section.test_scale), keep_ratio=True),
+                        dict(
+                            type="mmdet.PackDetInputs",
+                            meta_keys=(
+                                "img_id",
+                                "img_path",
+                                "ori_shape",
+                                "img_shape",
+                                "scale_factor",
+                            ),
+                        ),
+                    ]
+                )
+            ),
+        )
+    )
+
+
+class PersonDetector:
+    """Person boxes of RGB images: mmdet's detector, batched over images of one size."""
+
+    def __init__(
+        self,
+        section: DetectorSection,
+        device: str = "cpu",
+        seed: int = 0,
+        allow_pickle: bool = False,
+    ) -> None:
+        import mmdet.models  # noqa: F401  (registers mmdet's modules)
+        from mmcv.transforms import Compose
+        from mmdet.apis import init_detector
+
+        self.section = section
+        cfg = detector_config(section)
+        torch.manual_seed(seed)
+        self.model = init_detector(cfg, checkpoint=None, palette="random", device=device)
+        self.sha256 = "random"
+        if section.checkpoint:
+            self.sha256 = _load_weights(self.model, section.checkpoint, allow_pickle)
+        self.model.eval()
+        pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
+        pipeline[0] = dict(type="mmdet.LoadImageFromNDArray")
+        self.pipeline = Compose(pipeline)
+
+    @torch.no_grad()
+    def detect(self, images_rgb: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each image's persons: ``(boxes_N4 float32 x1 y1 x2 y2 in its pixels, scores_N)``,
+        those of ``category_id`` scoring above ``score_thr``, highest first, at most
+        ``max_persons``."""
+        out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(images_rgb)  # type: ignore[list-item]
+        for idx in _groups_by_shape(images_rgb, self.section.batch_size):
+            packed = [
+                self.pipeline(dict(img=np.ascontiguousarray(images_rgb[i][..., ::-1]), img_id=i))
+                for i in idx
+            ]  # mmdet's pipeline takes BGR, as it loads files; its preprocessor flips to RGB
+            batch = {
+                "inputs": [p["inputs"] for p in packed],
+                "data_samples": [p["data_samples"] for p in packed],
+            }
+            for i, result in zip(idx, self.model.test_step(batch), strict=True):
+                pred = result.pred_instances.cpu().numpy()
+                keep = (pred.labels == self.section.category_id) & (
+                    pred.scores > self.section.score_thr
+                )
+                boxes, scores = pred.bboxes[keep], pred.scores[keep]
+                order = np.argsort(-scores, kind="stable")[: self.section.max_persons]
+                out[i] = (boxes[order].astype(np.float32), scores[order].astype(np.float32))
+        return out
+
+
+def action_model_dict(section: ActionSection) -> dict[str, Any]:
+    """The model dict as the demo builds it: no pretrained backbone, ``action_thr=0``."""
+    model = copy.deepcopy(section.model)
+    model.get("backbone", {})["pretrained"] = None
+    model.pop("init_cfg", None)
+    model.setdefault("test_cfg", {})["rcnn"] = dict(action_thr=0)
+    return model
+
+
+def build_action_model(section: ActionSection, seed: int = 0) -> torch.nn.Module:
+    """MMAction2's detector from ``section.model`` with seeded random weights."""
+    import mmaction.models  # noqa: F401  (registers MMAction2's modules)
+    import mmdet.models  # noqa: F401
+    from mmaction.registry import MODELS
+    from mmengine.config import ConfigDict
+    from mmengine.registry import init_default_scope
+
+    init_default_scope("mmaction")
+    torch.manual_seed(seed)
+    model = MODELS.build(ConfigDict(action_model_dict(section)))
+    return model
+
+
+class ActionModel:
+    """Action scores of person boxes in clips: MMAction2's ``FastRCNN``, batched over clips."""
+
+    def __init__(
+        self, section: ActionSection, device: str = "cpu", seed: int = 0, allow_pickle: bool = False
+    ) -> None:
+        self.section = section
+        self.device = torch.device(device)
+        self.model = build_action_model(section, seed)
+        self.sha256 = "random"
+        if section.checkpoint:
+            self.sha256 = _load_weights(self.model, section.checkpoint, allow_pickle)
+        self.model.to(self.device).eval()
+        pre = section.model.get("data_preprocessor", {})
+        mean = pre.get("mean", [123.675, 116.28, 103.53])
+        std = pre.get("std", [58.395, 57.12, 57.375])
+        self.mean_C = torch.tensor(mean, dtype=torch.float32, device=self.device)
+        self.std_C = torch.tensor(std, dtype=torch.float32, device=self.device)
+        self.num_classes = int(section.model["roi_head"]["bbox_head"]["num_classes"])
+
+    @torch.no_grad()
+    def scores(self, clips_Thw3: list[np.ndarray], boxes_N4: list[np.ndarray]) -> list[np.ndarray]:
+        """Scores ``(N, C)`` of each clip's boxes (in the clip's pixels); clips are RGB uint8."""
+        from mmengine.structures import InstanceData
+
+        out: list[np.ndarray] = [np.zeros((0, self.num_classes), np.float32)] * len(clips_Thw3)
+        todo = [i for i, b in enumerate(boxes_N4) if len(b)]
+        for group in _groups_by_shape([clips_Thw3[i] for i in todo], self.section.batch_size):
+            idx = [todo[g] for g in group]
+            x_BThwC = torch.from_numpy(np.stack([clips_Thw3[i] for i in idx])).to(self.device)
+            x_BThwC = x_BThwC.float()
+            if self.section.channel_order == "bgr":
+                x_BThwC = x_BThwC.flip(-1)
+            x_BThwC = (x_BThwC - self.mean_C) / self.std_C
+            x_BCThw = x_BThwC.permute(0, 4, 1, 2, 3).contiguous()
+            h, w = clips_Thw3[idx[0]].shape[1:3]
+            metas = [dict(img_shape=(h, w))] * len(idx)
+            proposals = [
+                InstanceData(bboxes=torch.from_numpy(boxes_N4[i]).to(self.device)) for i in idx
+            ]
+            # FastRCNN.predict (extract_feat, then the head over the given proposals), batched:
+            # AVARoIHead.predict asserts one sample, its predict_bbox takes a batch
+            feats = self.model.extract_feat(x_BCThw)
+            head = self.model.roi_head
+            results = head.predict_bbox(feats, metas, proposals, rcnn_test_cfg=head.test_cfg)
+            for i, r in zip(idx, results, strict=True):
+                out[i] = r.scores.float().cpu().numpy()
+        return out
+
+
+def checkpoint_sha256(uri: str | None) -> str:
+    """The sha256 of a checkpoint's bytes (the tables' model columns), or ``random``."""
+    import hashlib
+
+    from core import storage
+
+    if not uri:
+        return "random"
+    return hashlib.sha256(storage.read_bytes(uri)).hexdigest()
