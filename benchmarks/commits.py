@@ -3,8 +3,8 @@
     python -m benchmarks.commits --output benchmarks/results/commits_cpu.json
 
 What a run reads before it starts is :func:`core.io.commits.committed_videos`: the index files
-that drivers write (one per run and half minute of it), plus the markers of batches that no
-index lists yet (what a killed run committed after its last index write). The baseline,
+that drivers write (one per run and half minute of it), plus the markers of runs whose index
+is not complete (what a killed run committed after its last index write). The baseline,
 measured in the same run on the same output, reads every batch's marker, as a protocol without
 an index must. Outputs are made directly (markers, index parts; 64 videos a batch), on the
 local disk and on a moto S3 server on loopback.
@@ -33,13 +33,15 @@ BATCHES_PER_INDEX_PART = 100
 
 
 def make_output(out: str, num_batches: int, unindexed: int) -> None:
-    """``num_batches`` committed batches, all but ``unindexed`` of them in index parts."""
+    """A finished run's ``num_batches - unindexed`` batches (markers, complete index) and a
+    killed run's ``unindexed`` batches (markers only, as if killed before its index write)."""
 
     def marker(b: int) -> None:
+        run = "r" if b < num_batches - unindexed else "killed"
         ids = [f"v{b:06d}_{i:02d}" for i in range(VIDEOS_PER_BATCH)]
-        body = {"batch_id": f"{b:032x}", "run_id": "r", "video_ids": ids, "failed": [],
+        body = {"batch_id": f"{b:032x}", "run_id": run, "video_ids": ids, "failed": [],
                 "rows": {"features": VIDEOS_PER_BATCH}, "files": {}}  # fmt: skip
-        storage.write_json(storage.join(out, commits.COMMITS_DIR, f"{b:032x}.json"), body)
+        storage.write_json(storage.join(out, commits.COMMITS_DIR, run, f"{b:032x}.json"), body)
 
     with cf.ThreadPoolExecutor(32) as pool:
         list(pool.map(marker, range(num_batches)))
@@ -52,6 +54,7 @@ def make_output(out: str, num_batches: int, unindexed: int) -> None:
                           "ok": [True] * len(vids)}, schema=commits.INDEX_SCHEMA)  # fmt: skip
         uri = storage.join(out, commits.INDEX_DIR, "r", f"part-{part:06d}.parquet")
         storage.write_bytes(uri, commits.parquet_bytes(table))
+    storage.write_text(storage.join(out, commits.INDEX_DIR, "r", "complete"), "")
 
 
 def every_marker(out: str) -> int:

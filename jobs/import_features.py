@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, run_id: str) -> dict:
                 ready, pending = ray.wait(pending, num_returns=1)
                 rows += finish(ray.get(ready))
         rows += finish(ray.get(pending))
-        index.flush()
+        index.close()
     record = {
         "run_id": run_id, "csv_dir": args.csv_dir, "annotations": args.annotations,
         "num_csv": len(csv_uris), "imported": rows, "skipped_done": len(done),

@@ -11,8 +11,8 @@ Layout under an output URI::
     _claims/<video_id>.json                     who may publish the video: created once, ever
     _staging/<run>/<batch>/                     a batch on its way: intent.json, the tables,
                                                 manifest.json (the commit point)
-    _commits/<batch>.json                       a finished batch: its videos and files
-    _index/<run>/part-<seq>.parquet             the driver's log of finished videos
+    _commits/<run>/<batch>.json                 a finished batch: its videos and files
+    _index/<run>/part-<seq>.parquet, complete   the driver's log of finished videos
     _runs/<run>/record.json, config.py, lease.json
 
 A batch commits in five steps (:func:`commit_batch`):
@@ -35,8 +35,9 @@ Recovery (:func:`recover`) handles batches whose writer died: their run's lease
 manifest is rolled forward; one without is rolled back (its claims are released, so the next
 run processes its videos). A run also recovers its own dead attempts after its pass.
 
-Start-up reads one index file per finished run (plus the markers of batches that a killed run
-committed after its last index write), never one object per committed batch.
+Start-up reads the runs' index files (a few per run), plus the markers of runs whose index is
+not marked complete (a killed run's batches after its last index write), never one object per
+committed batch of a finished run.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ import posixpath
 import socket
 import threading
 import time
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -197,7 +200,7 @@ def _publish(output_uri: str, manifest: dict) -> None:
         final = storage.join(output_uri, rel)
         if storage.exists(staged) or not storage.exists(final):  # another recoverer was first
             storage.copy(staged, final)
-    storage.write_json(storage.join(output_uri, COMMITS_DIR, f"{batch_id}.json"), manifest)
+    storage.write_json(storage.join(output_uri, COMMITS_DIR, run_id, f"{batch_id}.json"), manifest)
     storage.remove(_staging_uri(output_uri, run_id, batch_id), recursive=True)
 
 
@@ -324,7 +327,8 @@ def _child_names(uri: str) -> list[str]:
 
 class IndexWriter:
     """The driver's log of finished videos, ``_index/<run>/part-<seq>.parquet``, flushed every
-    ``every_s`` seconds and at the end, so that start-up reads a few files, not every marker."""
+    ``every_s`` seconds and by :meth:`close`, which also marks it ``complete`` (then start-up
+    need not look at the run's markers)."""
 
     def __init__(self, output_uri: str, run_id: str, every_s: float = 30.0) -> None:
         self.output_uri, self.run_id, self.every_s = output_uri, run_id, every_s
@@ -349,48 +353,106 @@ class IndexWriter:
         self._seq += 1
         self._rows = []
 
+    def close(self) -> None:
+        """Flushes, then marks the index complete: it lists every batch the run committed."""
+        self.flush()
+        storage.write_text(storage.join(self.output_uri, INDEX_DIR, self.run_id, "complete"), "")
 
-@dataclasses.dataclass(frozen=True)
-class Committed:
+
+class Committed(NamedTuple):
     ok: bool
     """Whether the video has features (False: only an error row: it failed for good)."""
     batch_id: str
 
 
-def committed_videos(output_uri: str) -> dict[str, Committed]:
+class CommittedVideos(Mapping[str, Committed]):
+    """Read-only ``video_id → Committed`` of an output, built without a Python object per
+    video (a million videos load in about a second): columns, and a dict from id to row."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table.combine_chunks()
+        vids = self._table.column("video_id").to_pylist()
+        self._row = dict(zip(vids, range(len(vids)), strict=True))  # the last row of an id wins
+
+    def __getitem__(self, video_id: str) -> Committed:
+        row = self._table.slice(self._row[video_id], 1).to_pylist()[0]
+        return Committed(row["ok"], row["batch_id"])
+
+    def failed(self) -> dict[str, Committed]:
+        """The videos that failed for good (an error row, no features)."""
+        ok, batch = self._table["ok"].to_pylist(), self._table["batch_id"].to_pylist()
+        return {v: Committed(False, batch[i]) for v, i in self._row.items() if not ok[i]}
+
+    def __contains__(self, video_id: object) -> bool:
+        return video_id in self._row
+
+    def __iter__(self):
+        return iter(self._row)
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+
+def committed_videos(output_uri: str) -> CommittedVideos:
     """Every committed video and its batch, minus retracted ones (:func:`retract_failed`).
 
-    Reads the index files, then the markers of batches no index lists yet (a killed run's
-    last few, and outputs written before indexes existed).
+    Reads the index files, then the markers of runs whose index is not complete (a killed
+    run's last batches, and outputs written before indexes existed) that no index lists.
     """
-    done: dict[str, Committed] = {}
-    indexed: set[str] = set()
-    retracted: set[tuple[str, str]] = set()
     index = storage.join(output_uri, INDEX_DIR)
+    parts, retractions, complete = [], [], set()
     if storage.exists(index):
-        files = storage.list_files(index, (".parquet",))
+        files = storage.list_files(index)
+        complete = {
+            posixpath.basename(posixpath.dirname(u)) for u in files if u.endswith("/complete")
+        }
+        logs = [u for u in files if u.endswith(".parquet")]
         with cf.ThreadPoolExecutor(_IO_THREADS) as pool:
-            parts = list(pool.map(_read_parquet, files))
-        logs = [(posixpath.basename(u).startswith("retracted-"), p.to_pydict())
-                for u, p in zip(files, parts, strict=True)]  # fmt: skip
-        for _, rows in filter(lambda x: x[0], logs):
-            retracted.update(zip(rows["video_id"], rows["batch_id"], strict=True))
-        for _, rows in filter(lambda x: not x[0], logs):
-            for vid, batch, ok in zip(rows["video_id"], rows["batch_id"], rows["ok"], strict=True):
-                if (vid, batch) not in retracted:
-                    done[vid] = Committed(ok, batch)
-            indexed.update(rows["batch_id"])
-    markers = storage.join(output_uri, COMMITS_DIR)
-    if storage.exists(markers):
-        todo = [u for u in storage.list_files(markers, (".json",))
-                if posixpath.basename(u)[: -len(".json")] not in indexed]  # fmt: skip
-        with cf.ThreadPoolExecutor(_IO_THREADS) as pool:
-            for marker in pool.map(storage.read_json, todo):
-                with_features = _videos_with_features(output_uri, marker)
-                for vid in marker["video_ids"]:
-                    if (vid, marker["batch_id"]) not in retracted:
-                        done.setdefault(vid, Committed(vid in with_features, marker["batch_id"]))
-    return done
+            tables = list(pool.map(_read_parquet, logs))
+        for uri, table in zip(logs, tables, strict=True):
+            is_retraction = posixpath.basename(uri).startswith("retracted-")
+            (retractions if is_retraction else parts).append(table)
+    log_table = pa.concat_tables(parts) if parts else INDEX_SCHEMA.empty_table()
+    if retractions:  # rare: only after --retry-failed
+        taken = pa.concat_tables([t.select(["video_id", "batch_id"]) for t in retractions])
+        keys = pc.binary_join_element_wise(log_table["video_id"], log_table["batch_id"], "\n")
+        gone = pc.binary_join_element_wise(taken["video_id"], taken["batch_id"], "\n")
+        log_table = log_table.filter(pc.invert(pc.is_in(keys, gone)))
+    retracted = set()
+    for table in retractions:
+        pairs = zip(
+            table.column("video_id").to_pylist(), table.column("batch_id").to_pylist(), strict=True
+        )
+        retracted.update(pairs)
+    extra = {"video_id": [], "batch_id": [], "ok": []}
+    indexed = set(log_table.column("batch_id").unique().to_pylist())
+    for marker in _unindexed_markers(output_uri, complete, indexed):
+        with_features = _videos_with_features(output_uri, marker)
+        for vid in marker["video_ids"]:
+            if (vid, marker["batch_id"]) not in retracted:
+                extra["video_id"].append(vid)
+                extra["batch_id"].append(marker["batch_id"])
+                extra["ok"].append(vid in with_features)
+    log_table = pa.concat_tables([log_table, pa.table(extra, schema=INDEX_SCHEMA)])
+    return CommittedVideos(log_table)
+
+
+def _unindexed_markers(output_uri: str, complete: set[str], indexed: set[str]) -> list[dict]:
+    """Markers of batches no index lists, from runs whose index is not complete."""
+    base = storage.join(output_uri, COMMITS_DIR)
+    if not storage.exists(base):
+        return []
+    fs, path = storage.filesystem(base)
+    uris = []
+    for entry in fs.ls(path, detail=True):
+        name = posixpath.basename(entry["name"].rstrip("/"))
+        if entry["type"] == "directory" and name not in complete:
+            uris += storage.list_files(storage.join(base, name), (".json",))
+        elif entry["type"] == "file" and name.endswith(".json"):  # written before runs had folders
+            uris.append(storage.join(base, name))
+    uris = [u for u in uris if posixpath.basename(u)[: -len(".json")] not in indexed]
+    with cf.ThreadPoolExecutor(_IO_THREADS) as pool:
+        return list(pool.map(storage.read_json, uris))
 
 
 def _read_parquet(uri: str) -> pa.Table:

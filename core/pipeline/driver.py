@@ -179,13 +179,13 @@ def run_extract(
         commits.recover(output_uri)
         commits.apply_retractions(output_uri)
         done = commits.committed_videos(output_uri)
-        retried = 0
+        failed: dict[str, commits.Committed] = {}
         if retry_failed:
-            failed = {v.video_id: done[v.video_id] for v in inputs
-                      if v.video_id in done and not done[v.video_id].ok}  # fmt: skip
-            retried = commits.retract_failed(output_uri, run_id, failed)
-            done = {v: c for v, c in done.items() if v not in failed}
-        todo = [v for v in inputs if v.video_id not in done]
+            ever_failed = done.failed()
+            failed = {v.video_id: ever_failed[v.video_id] for v in inputs
+                      if v.video_id in ever_failed}  # fmt: skip
+        retried = commits.retract_failed(output_uri, run_id, failed)
+        todo = [v for v in inputs if v.video_id not in done or v.video_id in failed]
         skipped = len(inputs) - len(todo)
         log.info("%d videos: %d already done, %d to process", len(inputs), skipped, len(todo))
         index = commits.IndexWriter(output_uri, run_id)
@@ -200,6 +200,7 @@ def run_extract(
             index.flush()
             commits.recover(output_uri, own_run=run_id)  # this run's dead task attempts
             left = [v for v in left if v.video_id not in counts.committed]
+        index.close()
     seconds = time.perf_counter() - t0
     summary = ExtractSummary(
         run_id=run_id,

@@ -128,8 +128,8 @@ def test_start_up_reads_the_index_not_every_marker(out, monkeypatch):
         ids = [f"v{k}a", f"v{k}b"]
         r = commits.commit_batch(out, "r1", None, _tables(ids, failed=(f"v{k}b",)), ids)
         index.add(r.committed, [r.batch_id] * 2, [True, False])
-    index.flush()
-    late = commits.commit_batch(out, "r1", None, _tables(["late"]), ["late"])  # not indexed
+    index.close()  # run r1 finished: its markers need not be read
+    late = commits.commit_batch(out, "killed", None, _tables(["late"]), ["late"])  # no index
     reads = []
     real = storage.read_json
     monkeypatch.setattr(storage, "read_json", lambda uri: reads.append(uri) or real(uri))
@@ -142,7 +142,7 @@ def test_start_up_reads_the_index_not_every_marker(out, monkeypatch):
 def test_retracting_failed_videos_lets_them_commit_again_once(out):
     r = commits.commit_batch(out, "r1", None, _tables(["a", "b"], failed=("b",)), ["a", "b"])
     assert _rows(out, "errors") == ["b"]
-    failed = {v: c for v, c in commits.committed_videos(out).items() if not c.ok}
+    failed = commits.committed_videos(out).failed()
     assert failed == {"b": commits.Committed(False, r.batch_id)}
     assert commits.retract_failed(out, "r2", failed) == 1
     assert _rows(out, "errors") == [] and "b" not in commits.committed_videos(out)
@@ -155,7 +155,7 @@ def test_retracting_failed_videos_lets_them_commit_again_once(out):
 def test_markers_record_files_rows_and_failures(out):
     r = commits.commit_batch(out, "r1", None, _tables(["a", "b"], failed=("b",)), ["a", "b"])
     marker = json.loads(
-        storage.read_bytes(storage.join(out, commits.COMMITS_DIR, f"{r.batch_id}.json"))
+        storage.read_bytes(storage.join(out, commits.COMMITS_DIR, "r1", f"{r.batch_id}.json"))
     )
     assert marker["failed"] == ["b"] and marker["rows"] == {"features": 1, "errors": 1}
     assert marker["files"]["features"] == f"features/part-{r.batch_id}.parquet"
