@@ -45,7 +45,6 @@ def video_dir(tmp_path_factory) -> tuple[pathlib.Path, dict[str, str]]:
 
     Returns the folder and, for each broken file, the decode error reason it must produce.
     """
-    videos.require_ffmpeg()
     root = tmp_path_factory.mktemp("extract_videos")
     folder = root / "videos"
     make_corpus(str(root / "corpus"), 3, 4, seed=3, min_duration=2, max_duration=3,

@@ -27,11 +27,6 @@ AUDIO_RATE = 44100  # Hz, as ffmpeg's ``sine`` source
 AAC_FRAME = 1024  # samples per AAC frame
 
 
-def require_ffmpeg() -> None:
-    """Nothing to require any more: every test video is made with PyAV. Kept so that
-    existing fixtures that call it keep working; new code need not call it."""
-
-
 # ----------------------------------------------------------------------------- encoding
 
 
