@@ -57,11 +57,16 @@ def run(*args: str) -> int:
     return extract.main(["--config", CONFIG, *args, "--cfg-options", *FAST])
 
 
+def one(sql: str):
+    """The first value of the first row (a DuckDB relation keeps no result: fetch it whole)."""
+    return duckdb.sql(sql).fetchall()[0][0]
+
+
 def read_all(out: pathlib.Path, table: str) -> dict[str, int]:
     """Row counts of one table through DuckDB, Polars, pandas and pyarrow, as the README reads."""
     glob = f"{out}/{table}/*.parquet"
     return {
-        "duckdb": duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()[0],
+        "duckdb": one(f"SELECT count(*) FROM read_parquet('{glob}')"),
         "polars": pl.read_parquet(glob).height,
         "pandas": len(pd.read_parquet(out / table)),
         "pyarrow": pads.dataset(out / table, format="parquet").count_rows(),
@@ -80,8 +85,8 @@ def test_grown_corpus_damaged_video_and_every_reader(corpus, tmp_path, capsys):
     assert run("--input", str(folder), "--output", str(out)) == 0
     feats = ids_of(out, "features")
     assert "v_abcdefghij_" in feats and "damaged" in feats and len(feats) == 5
-    damaged = duckdb.sql(f"SELECT num_decode_errors FROM read_parquet('{out}/features/*.parquet') "
-                         "WHERE video_id = 'damaged'").fetchone()[0]  # fmt: skip
+    damaged = one(f"SELECT num_decode_errors FROM read_parquet('{out}/features/*.parquet') "
+                  "WHERE video_id = 'damaged'")  # fmt: skip
     assert damaged > 0
     errors = duckdb.sql(f"SELECT video_id, error_type, fatal FROM read_parquet("
                         f"'{out}/errors/*.parquet') ORDER BY 1").fetchall()  # fmt: skip
@@ -99,8 +104,8 @@ def test_grown_corpus_damaged_video_and_every_reader(corpus, tmp_path, capsys):
     dupes = duckdb.sql(f"SELECT video_id, rank FROM read_parquet('{out}/proposals/*.parquet') "
                        "GROUP BY ALL HAVING count(*) > 1").fetchall()  # fmt: skip
     assert dupes == []
-    labels = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/proposals/*.parquet') "
-                        "WHERE label IS NULL OR uri IS NULL").fetchone()[0]  # fmt: skip
+    labels = one(f"SELECT count(*) FROM read_parquet('{out}/proposals/*.parquet') "
+                 "WHERE label IS NULL OR uri IS NULL")  # fmt: skip
     assert labels == 0
 
 
