@@ -154,3 +154,18 @@ def test_make_image_targets():
         assert target in phony
         body = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", make, re.M).group(1)
         assert f"infra/build.sh {variant}" in body
+
+
+def test_hadolint_passes():
+    """Docker's own linter (the hadolint binary from the test extra) over both files."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert exe, "hadolint is not installed: `make setup` installs it with the test extra"
+    files = [str(p) for p in m.DOCKERFILES]
+    config = str(m.REPO / "infra" / "hadolint.yaml")
+    result = subprocess.run([exe, "-c", config, *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
