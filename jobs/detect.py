@@ -80,7 +80,7 @@ def print_summary(s: driver.DetectSummary) -> None:
         "  query: "
         + tables.duckdb_command(
             "SELECT action, count(*) AS n, round(avg(score), 3) AS score FROM read_parquet("
-            f"'{out}/detections/**/*.parquet', hive_partitioning=true) GROUP BY action"
+            f"'{out}/detections/*.parquet') GROUP BY action"
         ),
     ]
     sys.stdout.write("\n".join(lines) + "\n")
