@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import threading
@@ -31,7 +32,10 @@ FAST = ["extractor.num_actors=1", "write_batch_size=2", "localizer.batch_size=4"
 
 @pytest.fixture(scope="module", autouse=True)
 def embedded_ray():
-    ray.init(num_cpus=3, include_dashboard=False, configure_logging=False)
+    # workers import this module's task function by the name pytest gave it
+    path = os.pathsep.join([str(REPO), str(pathlib.Path(__file__).parent)])
+    ray.init(num_cpus=3, include_dashboard=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})  # fmt: skip
     yield
     ray.shutdown()
 
