@@ -164,7 +164,7 @@ def _features_of(paths: list[str]) -> dict:
 
 def end_to_end_pool(paths: list[str], cfg: ExtractConfig, workers: int) -> dict:
     """The pipeline's stage classes with a process pool standing in for Ray's actor pool."""
-    loc = stages.Proposals(cfg, None)
+    loc = stages.LabelledProposals(cfg, None)
     chunks = [paths[i : i + cfg.extractor.videos_per_call]
               for i in range(0, len(paths), cfg.extractor.videos_per_call)]  # fmt: skip
     ctx = mp.get_context("spawn")

@@ -76,3 +76,25 @@ def package_versions(
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def add_video_job_args(parser) -> None:
+    """The arguments every job over a video corpus takes, besides ``--config``."""
+    parser.add_argument("--input", required=True, help="directory, s3:// prefix, glob or manifest")
+    parser.add_argument("--output", required=True, help="output URI")
+    parser.add_argument("--num-cpus", type=int, default=None, help="embedded Ray only")
+
+
+def load_video_job(args, schema):
+    """The checked config, its resolved form and the input videos of a video job, before Ray.
+
+    Raises:
+        core.config.ConfigError: a bad config or option (the job exits 2).
+        core.pipeline.inputs.InputError: the input cannot be listed (exit 2).
+    """
+    from core import config, storage
+    from core.pipeline import inputs
+
+    cfg, raw = config.load(args.config, schema, args.cfg_options)
+    storage.set_s3_endpoint(cfg.storage.endpoint_url)
+    return cfg, raw, inputs.list_inputs(args.input)

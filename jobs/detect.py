@@ -17,7 +17,7 @@ import argparse
 import logging
 import sys
 
-from core import config, runtime, storage
+from core import config, runtime
 from core.detect import driver
 from core.detect.config import DetectConfig
 from core.eval.ava import AVAInputError
@@ -30,9 +30,7 @@ log = logging.getLogger("jobs.detect")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     config.add_config_args(parser)
-    parser.add_argument("--input", required=True, help="directory, s3:// prefix, glob or manifest")
-    parser.add_argument("--output", required=True, help="output URI")
-    parser.add_argument("--num-cpus", type=int, default=None, help="embedded Ray only")
+    runtime.add_video_job_args(parser)
     return parser.parse_args(argv)
 
 
@@ -40,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runtime.setup_logging()
     try:
-        cfg, raw = config.load(args.config, DetectConfig, args.cfg_options)
-        storage.set_s3_endpoint(cfg.storage.endpoint_url)
-        videos = inputs.list_inputs(args.input)
+        cfg, raw, videos = runtime.load_video_job(args, DetectConfig)
     except (config.ConfigError, inputs.InputError) as e:
         log.error("%s", e)
         return 2

@@ -1,6 +1,9 @@
-"""Evaluates proposals against ground truth: AR@AN, AUC and (with labels) detection mAP.
+"""Evaluates proposals against ground truth: AR@AN, AUC and (with labels) detection mAP; or
+spatio-temporal detections against AVA ground truth: frame-level mAP@0.5.
 
     python -m jobs.evaluate --proposals URI --annotations URI --output URI [--subset validation]
+    python -m jobs.evaluate --detections URI --annotations AVA_CSV --label-map PBTXT \
+        [--exclusions CSV] --output URI
 
 Reads the proposals Parquet dataset (hive-partitioned, ``**/*.parquet``), accepts official
 ActivityNet v1.3 or MMAction2 ``anet_anno`` annotations, writes ``OUTPUT/metrics.json``,
@@ -17,6 +20,7 @@ import sys
 
 from core import storage
 from core.eval.annotations import AnnotationError, load_annotations_and_classes
+from core.eval.ava import add_detection_args, run_detections
 from core.eval.metrics import EvaluationInputError, evaluate_full, format_summary, read_proposals
 from core.eval.report import METRICS, write_report
 
@@ -25,8 +29,9 @@ logger = logging.getLogger("jobs.evaluate")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__)
-    parser.add_argument("--proposals", required=True, help="proposals Parquet dataset URI")
-    parser.add_argument("--annotations", required=True, help="ground-truth JSON URI")
+    parser.add_argument("--proposals", default=None, help="proposals Parquet dataset URI")
+    add_detection_args(parser)
+    parser.add_argument("--annotations", required=True, help="ground truth: JSON, or AVA CSV")
     parser.add_argument("--output", required=True, help="output folder URI")
     parser.add_argument("--subset", default=None, help="e.g. validation (default: all videos)")
     parser.add_argument("--run-id", default=None, help="evaluate only this run's proposals")
@@ -38,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.detections:
+        return run_detections(args)
+    if not args.proposals:
+        logger.error("give --proposals (temporal proposals) or --detections (AVA boxes)")
+        return 2
     try:
         annotations, classes = load_annotations_and_classes(args.annotations)
         table = read_proposals(args.proposals, run_id=args.run_id)

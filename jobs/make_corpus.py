@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=None, help=f"processes (default: {os.cpu_count()})"
     )
+    parser.add_argument(
+        "--spatiotemporal",
+        action="store_true",
+        help="videos of moving people doing AVA actions, with AVA ground truth (the people's "
+        "four actions are fixed: --num-classes is not used)",
+    )
     return parser
 
 
@@ -87,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.spatiotemporal:
+        from core.corpus.people import make_people_corpus
+
+        written = make_people_corpus(args.output, args.num_videos, args.seed)
+        print(f"wrote {args.num_videos} videos with people to {args.output}")
+        for name, uri in written.items():
+            print(f"  {name}: {uri}")
+        return 0
     try:
         summary = corpus.make_corpus(
             args.output,

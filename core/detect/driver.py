@@ -22,14 +22,12 @@ import time
 from core import storage
 from core.detect import stages, writer
 from core.detect.config import DetectConfig
-from core.io import commits
+from core.io import commits, runs
+from core.io.checkpoint import file_sha256
+from core.io.runs import OutputConflictError  # noqa: F401  (raised by run_detect)
 from core.pipeline.inputs import VideoInput
 
 log = logging.getLogger(__name__)
-
-
-class OutputConflictError(RuntimeError):
-    """The output already holds results of a different config or checkpoints."""
 
 
 @dataclasses.dataclass
@@ -46,9 +44,11 @@ class DetectSummary:
     errors_by_stage: dict[str, int]
 
 
-def fingerprint(cfg: DetectConfig) -> str:
-    """What decides a run's numbers (not its parallelism): reruns must agree on it."""
+def fingerprint(cfg: DetectConfig, detector_sha256: str, action_sha256: str) -> str:
+    """What decides a run's numbers (not its parallelism): reruns must agree on it. The
+    models count by content (their checkpoints' sha256), not by URI."""
     decisive = {
+        "checkpoints": [detector_sha256, action_sha256],
         "sampling": dataclasses.asdict(cfg.sampling) | {"decode_threads": None, "keyframes_per_block": None},
         "detector": {k: getattr(cfg.detector, k) for k in ("model", "checkpoint", "test_scale", "score_thr",
                                                             "category_id", "short_side", "max_persons")},
@@ -59,20 +59,6 @@ def fingerprint(cfg: DetectConfig) -> str:
     return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[
         :16
     ]
-
-
-def _check_previous_runs(output_uri: str, fp: str) -> None:
-    base = storage.join(output_uri, commits.RUNS_DIR)
-    if not storage.exists(base):
-        return
-    for uri in storage.list_files(base, (".json",)):
-        if uri.endswith("record.json"):
-            record = storage.read_json(uri)
-            if record.get("fingerprint") not in (None, fp):
-                raise OutputConflictError(
-                    f"{output_uri} already holds results of run {record.get('run_id')} made with "
-                    "another config or checkpoints; write to a new --output (or delete the old one)"
-                )
 
 
 def render_ids(cfg: DetectConfig, inputs: list[VideoInput]) -> set[str]:
@@ -89,24 +75,25 @@ def run_detect(
     progress_every_s: float = 10.0,
 ) -> DetectSummary:
     """Runs the pipeline over ``inputs`` (Ray must be initialised), skipping done videos."""
-    from core.detect.models import checkpoint_sha256
     from core.eval.ava import read_label_map
     from core.runtime import package_versions
 
     t0 = time.perf_counter()
     labels = read_label_map(cfg.action.label_map)
-    fp = fingerprint(cfg)
-    _check_previous_runs(output_uri, fp)
+    detector_sha256 = file_sha256(cfg.detector.checkpoint)
+    action_sha256 = file_sha256(cfg.action.checkpoint)
+    fp = fingerprint(cfg, detector_sha256, action_sha256)
+    runs.check_previous_runs(output_uri, fp)
     run_dir = storage.join(output_uri, commits.RUNS_DIR, run_id)
     storage.write_text(storage.join(run_dir, "config.py"), resolved_config_text)
-    ctx = writer.WriteContext(
+    ctx = writer.DetectWriteContext(
         output_uri=output_uri,
         run_id=run_id,
         label_ids=list(labels),
         label_names=list(labels.values()),
         score_thr=cfg.action.score_thr,
-        detector_model=checkpoint_sha256(cfg.detector.checkpoint),
-        action_model=checkpoint_sha256(cfg.action.checkpoint),
+        detector_model=detector_sha256,
+        action_model=action_sha256,
     )
     record = {
         "run_id": run_id,
@@ -157,7 +144,7 @@ def run_detect(
 
 def _run_pass(
     cfg: DetectConfig,
-    ctx: writer.WriteContext,
+    ctx: writer.DetectWriteContext,
     todo: list[VideoInput],
     to_render: set[str],
     out: writer.OutputSession,

@@ -203,14 +203,3 @@ class ActionModel:
             for i, r in zip(idx, results, strict=True):
                 out[i] = r.scores.float().cpu().numpy()
         return out
-
-
-def checkpoint_sha256(uri: str | None) -> str:
-    """The sha256 of a checkpoint's bytes (the tables' model columns), or ``random``."""
-    import hashlib
-
-    from core import storage
-
-    if not uri:
-        return "random"
-    return hashlib.sha256(storage.read_bytes(uri)).hexdigest()

@@ -1,6 +1,6 @@
 """The detect pipeline's Ray Data stages: a decoding function and two actors.
 
-Rows are keyframes (``core.detect.tables`` names the columns): :func:`decode_videos` turns each
+Rows are keyframes (``core.detect.schema`` names the columns): :func:`decode_videos` turns each
 video row into its keyframe rows (the keyframe, its clip) and one ``end`` row with the video's
 outcome; :class:`PersonBoxes` (actor pool) adds the persons of each keyframe, batched across
 keyframes of many videos, and drops the keyframe image; :class:`ActionScores` (actor pool)
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from core import storage
-from core.detect import tables as t
+from core.detect import schema as t
 from core.detect.config import DetectConfig
 from core.io.tables import URI, VIDEO_ID
 

@@ -19,13 +19,13 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 
-from core.detect import tables as t
+from core.detect import schema as t
 from core.io import commits
 from core.io.tables import RUN_ID, URI, VIDEO_ID
 
 
 @dataclasses.dataclass(frozen=True)
-class WriteContext:
+class DetectWriteContext:
     """What every row of a run records besides its video's own results."""
 
     output_uri: str
@@ -131,7 +131,7 @@ def _s(values: list) -> pa.Array:
     return pa.array(values, pa.string())
 
 
-def detections_table(videos: list[VideoResult], ctx: WriteContext) -> pa.Table:
+def detections_table(videos: list[VideoResult], ctx: DetectWriteContext) -> pa.Table:
     """One row per (video, keyframe, person, action above ``score_thr``) (:data:`DETECTIONS_SCHEMA`)."""
     parts = []
     names = np.asarray(ctx.label_names, dtype=object)
@@ -222,7 +222,7 @@ class OutputSession:
         finally:
             self._lease.__exit__(*exc)
 
-    def commit(self, videos: list[VideoResult], ctx: WriteContext) -> tuple[set[str], int]:
+    def commit(self, videos: list[VideoResult], ctx: DetectWriteContext) -> tuple[set[str], int]:
         """Commits the videos' tables exactly once per video; returns the videos this batch
         committed (others were claimed by another batch) and the detection rows written."""
         detections = detections_table(videos, ctx)

@@ -129,3 +129,16 @@ def load_state_dict_from(
     """
     obj, sha256 = load_checkpoint(uri, map_location=map_location, allow_pickle=allow_pickle)
     return unwrap_state_dict(obj), sha256
+
+
+def file_sha256(uri: str | None) -> str:
+    """sha256 of a file's bytes, streamed, or ``random`` for none: a checkpoint by content
+    (what fingerprints and the tables' model columns record, not its URI)."""
+    if not uri:
+        return "random"
+    digest = hashlib.sha256()
+    fs, path = storage.filesystem(uri)
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -3,7 +3,7 @@
 Ray Data stages (one row per video throughout)::
 
     inputs ──► stages.SnippetFeatures (actor pool; decode on its CPU, recognizer on its GPU share)
-           ──► stages.Proposals       (actor pool; batched BMN-with-classification + Soft-NMS)
+           ──► stages.LabelledProposals (actor pool; batched BMN-with-classification + Soft-NMS)
            ──► writer.write_batch     (task; features/proposals/errors Parquet + commit marker)
 
 A broken video becomes one ``errors/`` row naming its stage and cause; the run goes on.
@@ -16,17 +16,15 @@ import logging
 import time
 
 from core import storage
-from core.io import commits, tables
+from core.io import commits, runs, tables
+from core.io.checkpoint import file_sha256
+from core.io.runs import OutputConflictError  # noqa: F401  (raised by run_extract)
 from core.pipeline import columns as col
 from core.pipeline import config, stages, writer
 from core.pipeline.config import ExtractConfig
 from core.pipeline.inputs import VideoInput
 
 log = logging.getLogger(__name__)
-
-
-class OutputConflictError(RuntimeError):
-    """The output already holds results of a different config or checkpoint."""
 
 
 @dataclasses.dataclass
@@ -89,35 +87,6 @@ def fingerprint(
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def content_sha256(uri: str | None) -> str:
-    """sha256 of a file's bytes, streamed (``random`` for no file): a checkpoint by content."""
-    import hashlib
-
-    if not uri:
-        return "random"
-    digest = hashlib.sha256()
-    fs, path = storage.filesystem(uri)
-    with fs.open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _check_previous_runs(output_uri: str, fp: str) -> None:
-    base = storage.join(output_uri, commits.RUNS_DIR)
-    if not storage.exists(base):
-        return
-    for uri in storage.list_files(base, (".json",)):
-        if not uri.endswith("record.json"):
-            continue
-        record = storage.read_json(uri)
-        if record.get("fingerprint") not in (None, fp):
-            raise OutputConflictError(
-                f"{output_uri} already holds results of run {record.get('run_id')} made with "
-                "another config or checkpoint; write to a new --output (or delete the old one)"
-            )
-
-
 MAX_PASSES = 3
 """Passes over what is left (videos whose storage failed, or whose batch attempt died)."""
 
@@ -150,9 +119,9 @@ def run_extract(
         int((ckpt["model"] or cfg.model).get("num_action_classes", 0)),
         ckpt["class_names"] or list(cfg.localizer.class_names),
     )
-    extractor_sha256 = content_sha256(cfg.extractor.checkpoint)
+    extractor_sha256 = file_sha256(cfg.extractor.checkpoint)
     fp = fingerprint(cfg, ckpt["sha256"], class_names, extractor_sha256)
-    _check_previous_runs(output_uri, fp)
+    runs.check_previous_runs(output_uri, fp)
     run_dir = storage.join(output_uri, commits.RUNS_DIR, run_id)
     storage.write_text(storage.join(run_dir, "config.py"), resolved_config_text)
     record = {
@@ -164,7 +133,7 @@ def run_extract(
         "packages": package_versions(),
         "num_inputs": len(inputs),
     }
-    storage.write_json(storage.join(run_dir, "record.json"), record)
+    storage.write_json(runs.record_uri(output_uri, run_id), record)
     ctx = writer.WriteContext(
         output_uri=output_uri,
         run_id=run_id,
@@ -223,7 +192,7 @@ def run_extract(
         seconds=round(seconds, 3),
         videos_left=[v.video_id for v in left[:1000]],
     )
-    storage.write_json(storage.join(run_dir, "record.json"), record)
+    storage.write_json(runs.record_uri(output_uri, run_id), record)
     return summary
 
 
@@ -271,7 +240,7 @@ def _run_pass(
         num_gpus=cfg.extractor.num_gpus,
     )
     ds = ds.map_batches(
-        stages.Proposals,
+        stages.LabelledProposals,
         fn_constructor_kwargs={"cfg": cfg, "checkpoint_uri": localizer_checkpoint},
         batch_size=cfg.localizer.batch_size,
         compute=ActorPoolStrategy(size=cfg.localizer.num_actors),

@@ -220,7 +220,7 @@ class _VideoFacts:
         }
 
 
-class Proposals:
+class LabelledProposals:
     """Actor: batched BMN-with-classification and Soft-NMS for the videos that decoded.
 
     Input rows: :class:`SnippetFeatures`' output. Output rows add the top-P proposals

@@ -20,7 +20,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from core.detect.tables import DETECTIONS_SCHEMA
+from core.detect.schema import DETECTIONS_SCHEMA
 from tests.integration import videos
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

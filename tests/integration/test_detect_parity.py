@@ -61,7 +61,7 @@ def ours(cfg: DetectConfig, path: str):
     for block in stages.decode_videos(batch, cfg):
         done += asm.add(actions(persons(block)))
     (result,) = [asm.pop(v, len(labels), cfg.detector.max_persons) for v in done]
-    ctx = writer.WriteContext("", "run", list(labels), list(labels.values()), cfg.action.score_thr,
+    ctx = writer.DetectWriteContext("", "run", list(labels), list(labels.values()), cfg.action.score_thr,
                               "random", "random")  # fmt: skip
     return result, writer.detections_table([result], ctx), persons, actions, labels
 

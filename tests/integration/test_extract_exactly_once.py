@@ -156,7 +156,7 @@ def test_a_retried_or_regrouped_write_task_adds_nothing(corpus, tmp_path):
     out = str(tmp_path / "out")
     vids = [v for v in inputs.list_inputs(str(corpus)) if v.video_id.startswith("vid_")]
     rows = [{"video_id": v.video_id, "uri": v.uri} for v in vids]
-    batch = stages.Proposals(cfg, None)(stages.SnippetFeatures(cfg)(
+    batch = stages.LabelledProposals(cfg, None)(stages.SnippetFeatures(cfg)(
         {k: np.asarray([r[k] for r in rows], dtype=object) for k in ("video_id", "uri")}))  # fmt: skip
     ctx = writer.WriteContext(out, "r1", ["a", "b", "c", "d"], "random", "x", "random", {})
     flags = tmp_path / "flags"

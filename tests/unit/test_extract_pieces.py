@@ -8,6 +8,7 @@ import pytest
 
 from core import config
 from core.features import ExtractorConfig
+from core.io.checkpoint import file_sha256
 from core.pipeline import driver, inputs
 from core.pipeline.config import ExtractConfig, check_shapes
 
@@ -95,8 +96,8 @@ def test_checkpoints_are_fingerprinted_by_content(tmp_path):
     (tmp_path / "a.pth").write_bytes(b"weights")
     (tmp_path / "b.pth").write_bytes(b"weights")
     (tmp_path / "c.pth").write_bytes(b"other weights")
-    a, b, c = (driver.content_sha256(str(tmp_path / f"{n}.pth")) for n in "abc")
-    assert a == b != c and driver.content_sha256(None) == "random"
+    a, b, c = (file_sha256(str(tmp_path / f"{n}.pth")) for n in "abc")
+    assert a == b != c and file_sha256(None) == "random"
 
 
 def test_random_localizer_needs_a_class_count():
