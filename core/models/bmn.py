@@ -24,9 +24,8 @@ from mmaction.registry import MODELS
 from torch import nn
 
 from core.models.bm_layer import BoundaryMatchingConv, interp1d_sample_mask
-from core.models.heads import build_action_head
-from core.models.losses import action_cls_loss, bmn_loss
-from core.models.postprocess import proposal_labels
+from core.models.heads import SpanActionHead, build_action_head
+from core.models.losses import bmn_loss
 from core.models.targets import BMNTargets, bmn_targets, pad_ground_truth
 
 
@@ -37,28 +36,30 @@ class BMNOutputs(NamedTuple):
         conf_map_B2DT: channel 0 the regression ('reg') map, 1 the classification ('cls') map,
             cell (d, s) the proposal [s/T, (s+d+1)/T], as MMAction2 orders them.
         start_BT, end_BT: boundary probabilities per position.
-        action_logits_BKT: the action head's logits (K = classes + background), or None.
+        action_BXT: the action head's per-position output, or None without a head: logits
+            over the classes and background (X = K + 1) for the per-position heads, the
+            standardised features (X = C) that the ``span`` head pools over proposals.
     """
 
     conf_map_B2DT: torch.Tensor
     start_BT: torch.Tensor
     end_BT: torch.Tensor
-    action_logits_BKT: torch.Tensor | None = None
+    action_BXT: torch.Tensor | None = None
 
 
 @MODELS.register_module()
 class BMNwActionCls(BMN):
-    """BMN plus a head that classifies each temporal position (MMAction2 ``type='BMNwActionCls'``).
+    """BMN plus an action-classification head (MMAction2 ``type='BMNwActionCls'``).
 
-    The head is ``Conv1d(feat_dim, num_action_classes + 1, 1)`` on the input features with a
-    softmax over classes per position. It has a background class (index K =
-    ``num_action_classes``) because positions outside every action need a target. Position t
-    (interval [t/T, (t+1)/T]) is trained towards the class of the segment covering its centre,
-    the shortest one where several do (see :func:`core.models.targets.action_targets`), with
-    cross-entropy averaged over positions, background weighted by ``cls_background_weight``,
-    and added to BMN's loss times ``cls_loss_weight``. A proposal's label is the argmax over
-    the K action classes (background excluded) of the head's mean softmax over the positions
-    it spans (:func:`core.models.postprocess.proposal_labels`).
+    The head (``cls_head``, :mod:`core.models.heads`) gives every proposal a probability per
+    action class; a proposal's label is the most probable class and its ``label_score`` the
+    proposal score times that probability. The per-position heads (``pointwise``, the
+    lecture's, and ``temporal``) classify each position into K classes or background (index
+    K), trained towards the class of the segment covering the position's centre (see
+    :func:`core.models.targets.action_targets`) with cross-entropy averaged over positions,
+    background weighted by ``cls_background_weight``; a proposal's probabilities are their
+    mean over its span. The ``span`` head classifies proposals directly. The head's loss is
+    added to BMN's times ``cls_loss_weight``.
 
     With ``num_action_classes=0`` the model is MMAction2's BMN, parameter for parameter
     (36.979 M at temporal_dim 100, feat_dim 400), and loads its state_dicts with strict=True.
@@ -67,6 +68,12 @@ class BMNwActionCls(BMN):
         temporal_dim ... hidden_dim_3d: as MMAction2's BMN. ``loss_cls`` must be BMNLoss (its
             batched equal in :mod:`core.models.losses` is what runs).
         num_action_classes: K action classes; 0 turns the head off.
+        cls_head: ``pointwise`` (the lecture's 1x1 convolution on the input features),
+            ``temporal`` (a branch of BMN's temporal trunk with context) or ``span`` (a
+            proposal-level classifier), see :mod:`core.models.heads`.
+        cls_dropout: dropout inside the ``temporal`` and ``span`` heads.
+        cls_iou_threshold: the ``span`` head trains on proposal cells with at least this tIoU
+            with a ground-truth segment.
         cls_loss_weight: weight of the head's loss in the total.
         cls_background_weight: cross-entropy weight of the background class.
         fast_bm: run the boundary-matching stage as GEMMs (:mod:`core.models.bm_layer`)
@@ -90,6 +97,9 @@ class BMNwActionCls(BMN):
         hidden_dim_2d: int = 128,
         hidden_dim_3d: int = 512,
         num_action_classes: int = 0,
+        cls_head: str = "pointwise",
+        cls_dropout: float = 0.0,
+        cls_iou_threshold: float = 0.5,
         cls_loss_weight: float = 1.0,
         cls_background_weight: float = 1.0,
         fast_bm: bool = True,
@@ -108,8 +118,17 @@ class BMNwActionCls(BMN):
         self.cls_loss_weight = cls_loss_weight
         self.cls_background_weight = cls_background_weight
         self.fast_bm = fast_bm
+        self.cls_head = cls_head
         self.x_1d_cls = (
-            build_action_head("pointwise", feat_dim, num_action_classes)
+            build_action_head(
+                cls_head,
+                feat_dim,
+                hidden_dim_1d,
+                num_action_classes,
+                cls_dropout,
+                cls_background_weight,
+                cls_iou_threshold,
+            )  # fmt: skip
             if num_action_classes
             else None
         )
@@ -143,7 +162,9 @@ class BMNwActionCls(BMN):
         else:
             bm_BODT = self.x_3d_p(self._boundary_matching_layer(pem_BHT)).squeeze(2)
         conf_B2DT = torch.sigmoid(_before_sigmoid(self.x_2d_p, bm_BODT).float())
-        logits_BKT = self.x_1d_cls(feats_BCT).float() if self.x_1d_cls is not None else None
+        logits_BKT = None  # the head's output (logits for the per-position heads)
+        if self.x_1d_cls is not None:
+            logits_BKT = self.x_1d_cls(feats_BCT, base_BHT)
         return BMNOutputs(conf_B2DT, start_BT, end_BT, logits_BKT)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -176,7 +197,11 @@ class BMNwActionCls(BMN):
         gt_labels_BG: torch.Tensor | None = None,
     ) -> BMNTargets:
         """Training targets (see :func:`core.models.targets.bmn_targets`)."""
-        return bmn_targets(gt_BG2, gt_valid_BG, self.tscale, gt_labels_BG, self.num_action_classes)
+        span = isinstance(self.x_1d_cls, SpanActionHead)
+        cell_iou = self.x_1d_cls.iou_threshold if span else None
+        return bmn_targets(
+            gt_BG2, gt_valid_BG, self.tscale, gt_labels_BG, self.num_action_classes, cell_iou
+        )
 
     def compute_loss(
         self,
@@ -198,11 +223,9 @@ class BMNwActionCls(BMN):
         )  # fmt: skip
         total = losses["bmn"]
         if self.x_1d_cls is not None:
-            if outputs.action_logits_BKT is None or targets.action_BT is None:
-                raise ValueError("the action head needs action logits and action targets")
-            ce = action_cls_loss(
-                outputs.action_logits_BKT, targets.action_BT, self.cls_background_weight
-            )
+            if outputs.action_BXT is None:
+                raise ValueError("the action head's output is missing")
+            ce = self.x_1d_cls.loss(outputs.action_BXT, targets)
             losses["action_cls"] = ce
             total = total + self.cls_loss_weight * ce
         losses["loss"] = total
@@ -241,6 +264,15 @@ class BMNwActionCls(BMN):
             results.append(result)
         return results
 
+    def label_proposals(
+        self, head_BXT: torch.Tensor, start_BP: torch.Tensor, end_BP: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each proposal's label (int64) and that label's probability (float64); proposals
+        cover positions ``start <= t < end``."""
+        probs_BKP = self.x_1d_cls.proposal_probs(head_BXT, start_BP, end_BP)
+        best_BP = probs_BKP.max(dim=1)
+        return best_BP.indices, best_BP.values
+
     def _label_proposals(
         self, proposals: list[dict], feats_1CT: torch.Tensor, video_info: Mapping[str, Any]
     ) -> None:
@@ -252,8 +284,9 @@ class BMNwActionCls(BMN):
         duration = float(frames // interval * interval) / frames * video_info["duration_second"]
         bounds_P2 = torch.tensor([p["segment"] for p in proposals], dtype=torch.float64)
         pos_P2 = (bounds_P2 / duration * self.tscale).round().long().clamp(0, self.tscale)
-        logits_KT = self.x_1d_cls(feats_1CT)[0]
-        label_P, prob_P = proposal_labels(logits_KT, pos_P2[:, 0], pos_P2[:, 1])
+        head_1XT = self.forward_tensors(feats_1CT).action_BXT
+        label_1P, prob_1P = self.label_proposals(head_1XT, pos_P2[None, :, 0], pos_P2[None, :, 1])
+        label_P, prob_P = label_1P[0], prob_1P[0]
         for p, label, prob in zip(proposals, label_P.tolist(), prob_P.tolist(), strict=True):
             p["label_id"] = label
             p["label_prob"] = prob

@@ -100,8 +100,6 @@ class Localizer:
         x = torch.from_numpy(np.ascontiguousarray(feats_BCT, dtype=np.float32)).to(self.device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             out = self.model.forward_tensors(x)
-        logits = out.action_logits_BKT
-        probs_BKT = torch.softmax(logits.float(), dim=1) if logits is not None else None
         m = self.model
         props = batched_proposals(
             out.conf_map_B2DT.float(),
@@ -112,9 +110,13 @@ class Localizer:
             soft_nms_low_threshold=m.soft_nms_low_threshold,
             soft_nms_high_threshold=m.soft_nms_high_threshold,
             top_k=self.top_k,
-            action_probs_BKT=probs_BKT,
-            background_last=True,
         )
+        if out.action_BXT is not None:  # the head labels the kept proposals
+            labels_BP, probs_BP = m.label_proposals(
+                out.action_BXT, props.positions_BP2[..., 0], props.positions_BP2[..., 1]
+            )
+            props.labels_BP = labels_BP
+            props.label_scores_BP = props.scores_BP * probs_BP.to(props.scores_BP.dtype)
         B, P = props.scores_BP.shape
         props_BP4 = np.zeros((B, self.top_k, 4), dtype=np.float64)
         label_BP = np.full((B, self.top_k), -1, dtype=np.int32)

@@ -38,12 +38,15 @@ class BMNTargets(NamedTuple):
         start_BT: start-boundary target (``label_start``).
         end_BT: end-boundary target (``label_end``).
         action_BT: int64 class per position, K for background; None without an action head.
+        cell_class_BDT: int64 class of the segment each proposal cell matches (-1: none);
+            None unless asked for (the ``span`` head's targets).
     """
 
     iou_map_BDT: torch.Tensor
     start_BT: torch.Tensor
     end_BT: torch.Tensor
     action_BT: torch.Tensor | None = None
+    cell_class_BDT: torch.Tensor | None = None
 
 
 def pad_ground_truth(
@@ -175,12 +178,51 @@ def action_targets(
     return torch.where(marks_BGT.any(dim=1), label_BT, num_classes)
 
 
+def proposal_class_map(
+    gt_BG2: torch.Tensor,
+    gt_valid_BG: torch.Tensor,
+    gt_labels_BG: torch.Tensor,
+    temporal_dim: int,
+    min_iou: float,
+) -> torch.Tensor:
+    """The class of the segment each proposal cell (d, s) overlaps most, where that tIoU is at
+    least ``min_iou`` and the cell is a proposal (s + d < T); -1 elsewhere. Ties go to the
+    first segment.
+
+    Returns:
+        class_BDT: int64.
+    """
+    B, G, _ = gt_BG2.shape
+    T = temporal_dim
+    pos = torch.arange(T, dtype=torch.float64, device=gt_BG2.device)
+    tmin_DT = (pos / T).expand(T, T)
+    tmax_DT = tmin_DT + ((pos + 1) / T)[:, None]
+    best_BDT = torch.full((B, T, T), -1.0, dtype=torch.float64, device=gt_BG2.device)
+    class_BDT = torch.full((B, T, T), -1, dtype=torch.int64, device=gt_BG2.device)
+    gt64_BG2 = gt_BG2.to(torch.float64)
+    for g in range(G):
+        gmin_B11, gmax_B11 = gt64_BG2[:, g, 0, None, None], gt64_BG2[:, g, 1, None, None]
+        inter_BDT = (torch.minimum(tmax_DT, gmax_B11) - torch.maximum(tmin_DT, gmin_B11)).clamp(
+            min=0.0
+        )
+        iou_BDT = inter_BDT / (tmax_DT - tmin_DT - inter_BDT + gmax_B11 - gmin_B11)
+        ok_B11 = (gt_valid_BG[:, g] & (gt_labels_BG[:, g] >= 0))[:, None, None]
+        better_BDT = ok_B11 & (iou_BDT >= min_iou) & (iou_BDT > best_BDT)
+        best_BDT = torch.where(better_BDT, iou_BDT, best_BDT)
+        class_BDT = torch.where(better_BDT, gt_labels_BG[:, g, None, None], class_BDT)
+    inside_DT = (
+        torch.arange(T, device=gt_BG2.device)[:, None] + torch.arange(T, device=gt_BG2.device)
+    ) < T
+    return torch.where(inside_DT, class_BDT, -1)
+
+
 def bmn_targets(
     gt_BG2: torch.Tensor,
     gt_valid_BG: torch.Tensor | None,
     temporal_dim: int,
     gt_labels_BG: torch.Tensor | None = None,
     num_classes: int = 0,
+    cell_min_iou: float | None = None,
 ) -> BMNTargets:
     """All training targets of a batch; equals MMAction2's ``BMN.generate_labels``.
 
@@ -190,14 +232,19 @@ def bmn_targets(
         temporal_dim: T.
         gt_labels_BG: class ids (-1 padding); with ``num_classes`` > 0 the action targets.
         num_classes: K action classes (0: no action targets).
+        cell_min_iou: with action targets, also :func:`proposal_class_map` at this tIoU.
     """
     if gt_valid_BG is None:
         gt_valid_BG = torch.ones(gt_BG2.shape[:2], dtype=torch.bool, device=gt_BG2.device)
     iou_BDT = proposal_iou_map(gt_BG2, gt_valid_BG, temporal_dim)
     start_BT, end_BT = boundary_targets(gt_BG2, gt_valid_BG, temporal_dim)
-    action_BT = None
+    action_BT = cell_class_BDT = None
     if num_classes > 0:
         if gt_labels_BG is None:
             raise ValueError("an action head needs gt_labels_BG")
         action_BT = action_targets(gt_BG2, gt_valid_BG, gt_labels_BG, temporal_dim, num_classes)
-    return BMNTargets(iou_BDT, start_BT, end_BT, action_BT)
+        if cell_min_iou is not None:
+            cell_class_BDT = proposal_class_map(
+                gt_BG2, gt_valid_BG, gt_labels_BG, temporal_dim, cell_min_iou
+            )
+    return BMNTargets(iou_BDT, start_BT, end_BT, action_BT, cell_class_BDT)

@@ -1,13 +1,17 @@
 """Synthetic features and annotations for tests and benchmarks (no videos needed).
 
-Each video gets 1-3 random segments. With ``signal > 0`` the features encode the ground truth,
-so a model can learn it: channel 0 is ``signal`` inside a segment, channels 1 and 2 bump at its
-start and end, channel 3 + k marks class k inside it; everything else (and everything when
-``signal = 0``) is Gaussian noise of scale 1. Written as an extract-like output
-(``OUT/features/part-*.parquet`` via :func:`core.io.commits.commit_batch`) with
-ActivityNet v1.3 annotations (``training`` / ``validation`` subsets).
+Each video gets 1-3 random segments of random classes over Gaussian noise of scale 1. With
+``signal > 0`` the features locate them: channel 0 is ``signal`` inside a segment, channels 1
+and 2 bump at its start and end. With ``class_signal > 0`` (default: ``signal / 2``) they also
+tell the class apart: inside a segment of class k every channel gets ``class_signal`` times
+class k's prototype (a fixed random N(0, 1) vector over the channels), modulated over the
+segment by a class-specific number of cycles (``0.75 + 0.25 cos(2 pi f_k u)``, u from 0 to 1
+over the segment), so the class shows only through a pattern spread across all channels,
+under noise, as in real features. With both 0 the features carry nothing. Written as an
+extract-like output (``OUT/features/part-*.parquet`` via :func:`core.io.commits.commit_batch`)
+with ActivityNet v1.3 annotations (``training`` / ``validation`` subsets).
 
-Shape legend: N videos, C channels, T positions, G segments.
+Shape legend: N videos, C channels, T positions, G segments, K classes.
 """
 
 from __future__ import annotations
@@ -29,30 +33,47 @@ def random_segments(rng: np.random.Generator, duration: float) -> np.ndarray:
     return np.stack([start_G, start_G + length_G], axis=1)
 
 
+def class_patterns(num_classes: int, C: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's prototype over the channels (K, C) and its cycles per segment (K,)."""
+    rng = np.random.default_rng([seed, 1])
+    return rng.standard_normal((num_classes, C)).astype(np.float32), rng.uniform(
+        0.5, 3.0, num_classes
+    )
+
+
 def encode(
     segments_G2: np.ndarray, labels_G: np.ndarray, duration: float, C: int, T: int,
-    signal: float, rng: np.random.Generator,
+    signal: float, rng: np.random.Generator, class_signal: float = 0.0,
+    patterns: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """feats_CT: noise plus (with ``signal``) the segments written into a few channels."""
+    """feats_CT: noise plus the segments' boundary and class signals (module docstring)."""
     feats_CT = rng.standard_normal((C, T)).astype(np.float32)
-    if signal <= 0:
-        return feats_CT
     centre_T = (np.arange(T) + 0.5) / T * duration
     for (start, end), label in zip(segments_G2, labels_G, strict=True):
         inside_T = (centre_T >= start) & (centre_T < end)
-        start_T, end_T = (np.exp(-0.5 * ((centre_T - t) * T / duration) ** 2) for t in (start, end))
-        for channel, add_T in ((0, inside_T), (1, start_T), (2, end_T), (3 + label, inside_T)):
-            if channel < C:  # tiny C: fewer channels carry the signal
-                feats_CT[channel] += signal * add_T
+        if signal > 0:
+            start_T, end_T = (
+                np.exp(-0.5 * ((centre_T - t) * T / duration) ** 2) for t in (start, end)
+            )
+            for channel, add_T in ((0, inside_T), (1, start_T), (2, end_T)):
+                if channel < C:  # tiny C: fewer channels carry the signal
+                    feats_CT[channel] += signal * add_T
+        if class_signal > 0 and patterns is not None:
+            proto_KC, cycles_K = patterns
+            u_T = (centre_T - start) / max(end - start, 1e-9)
+            wave_T = 0.75 + 0.25 * np.cos(2 * np.pi * cycles_K[label] * u_T)
+            feats_CT += class_signal * proto_KC[label][:, None] * (wave_T * inside_T)[None]
     return feats_CT
 
 
 def synthetic_corpus(
     num_videos: int, C: int, T: int, num_classes: int, seed: int = 0, signal: float = 3.0,
-    val_fraction: float = 0.25,
+    val_fraction: float = 0.25, class_signal: float | None = None,
 ) -> tuple[pa.Table, dict]:  # fmt: skip
-    """A features table and ActivityNet v1.3 annotations of N videos."""
+    """A features table and ActivityNet v1.3 annotations of N videos (module docstring)."""
     rng = np.random.default_rng(seed)
+    class_signal = signal / 2 if class_signal is None else class_signal
+    patterns = class_patterns(num_classes, C, seed)
     classes = [f"action_{k}" for k in range(num_classes)]
     ids, feats, durations, database = [], [], [], {}
     num_val = max(1, round(num_videos * val_fraction))
@@ -61,7 +82,9 @@ def synthetic_corpus(
         duration = float(rng.uniform(20, 120))
         segments_G2 = random_segments(rng, duration)
         labels_G = rng.integers(0, num_classes, len(segments_G2))
-        feats.append(encode(segments_G2, labels_G, duration, C, T, signal, rng))
+        feats.append(
+            encode(segments_G2, labels_G, duration, C, T, signal, rng, class_signal, patterns)
+        )
         ids.append(vid)
         durations.append(duration)
         database[vid] = {

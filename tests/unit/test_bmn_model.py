@@ -82,7 +82,7 @@ def test_upstream_checkpoint_loads_strict_and_gives_same_outputs():
     torch.testing.assert_close(out.conf_map_B2DT, conf_ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(out.start_BT, start_ref, rtol=0, atol=0)
     torch.testing.assert_close(out.end_BT, end_ref, rtol=0, atol=0)
-    assert out.action_logits_BKT is None
+    assert out.action_BXT is None
     # and back: our checkpoint loads into MMAction2's BMN
     ref.load_state_dict(state_dict_roundtrip(ours), strict=True)
 
@@ -187,7 +187,7 @@ def test_modes_with_head():
     samples = with_labels([[[0.1, 0.4]], [[0.2, 0.5], [0.6, 0.9]]], [[2], [0, 1]])
     out = ours(feats, samples, mode="tensor")
     assert isinstance(out, BMNOutputs)
-    assert out.action_logits_BKT.shape == (2, 4, SMALL["temporal_dim"])
+    assert out.action_BXT.shape == (2, 4, SMALL["temporal_dim"])
     losses = ours(list(feats), samples, mode="loss")
     assert losses.keys() == {"loss_bmn", "loss_action_cls"}
     gt_BG2, valid_BG, labels_BG = pad_ground_truth(
@@ -247,7 +247,7 @@ def test_head_learns_position_classes():
         optim.zero_grad()
         loss.backward()
         optim.step()
-    logits_BKT = model.forward_tensors(feats_BCT).action_logits_BKT
+    logits_BKT = model.forward_tensors(feats_BCT).action_BXT
     assert torch.equal(logits_BKT.argmax(1), targets.action_BT)
 
 
@@ -264,3 +264,59 @@ def test_build_from_config_dict_and_registry():
         build_bmn_cls({k: v for k, v in SMALL.items() if k != "feat_dim"})
     with pytest.raises(ValueError, match="TEM"):
         build_bmn_cls(dict(type="TEM", **SMALL))
+
+
+def test_pointwise_head_keeps_the_lectures_parameter_names():
+    model = BMNwActionCls(**SMALL, num_action_classes=3)
+    head_keys = sorted(k for k in model.state_dict() if k.startswith("x_1d_cls"))
+    assert head_keys == ["x_1d_cls.bias", "x_1d_cls.weight"]
+    assert model.x_1d_cls.weight.shape == (4, SMALL["feat_dim"], 1)
+    with pytest.raises(ValueError, match="cls_head"):
+        BMNwActionCls(**SMALL, num_action_classes=3, cls_head="global")
+
+
+@pytest.mark.parametrize("kind", ["temporal", "span"])
+def test_other_heads_round_trip_and_label_every_proposal(kind):
+    torch.manual_seed(0)
+    model = BMNwActionCls(**SMALL, num_action_classes=3, cls_head=kind).eval()
+    twin = BMNwActionCls(**SMALL, num_action_classes=3, cls_head=kind).eval()
+    twin.load_state_dict(model.state_dict(), strict=True)
+    feats = random_feats(SMALL, batch=2)
+    with torch.no_grad():
+        out, out_twin = model.forward_tensors(feats), twin.forward_tensors(feats)
+        start_BP, end_BP = torch.tensor([[0, 3], [5, 0]]), torch.tensor([[4, 16], [9, 1]])
+        label_BP, prob_BP = model.label_proposals(out.action_BXT, start_BP, end_BP)
+        label_twin, _ = twin.label_proposals(out_twin.action_BXT, start_BP, end_BP)
+    assert torch.equal(label_BP, label_twin)
+    assert label_BP.shape == (2, 2) and ((label_BP >= 0) & (label_BP < 3)).all()
+    assert ((prob_BP > 0) & (prob_BP <= 1)).all()
+
+
+def test_span_head_learns_classes_from_the_span_against_its_video():
+    """Each video holds one segment whose class shows only as a change of the features inside
+    it against the video's own (random) level: the span head must learn it from few steps."""
+    torch.manual_seed(0)
+    T, C, K = SMALL["temporal_dim"], 8, 3
+    model = BMNwActionCls(**{**SMALL, "feat_dim": C}, num_action_classes=K, cls_head="span")
+    gen = torch.Generator().manual_seed(1)
+    B = 24
+    starts = torch.randint(0, T // 2, (B,), generator=gen)
+    lengths = torch.randint(3, T // 2, (B,), generator=gen)
+    labels = torch.arange(B) % K
+    feats_BCT = 0.1 * torch.randn(B, C, T, generator=gen) + 5 * torch.rand(B, C, 1, generator=gen)
+    for b in range(B):
+        feats_BCT[b, labels[b], starts[b] : starts[b] + lengths[b]] += 1.0
+    gt_BG2 = torch.stack([starts / T, (starts + lengths) / T], 1)[:, None].double()
+    targets = model.make_targets(gt_BG2, None, labels[:, None])
+    assert targets.cell_class_BDT is not None
+    optim = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(60):
+        loss = model.compute_loss(model.forward_tensors(feats_BCT), targets)["action_cls"]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    model.eval()
+    with torch.no_grad():
+        head = model.forward_tensors(feats_BCT).action_BXT
+        label_B1, _ = model.label_proposals(head, starts[:, None], (starts + lengths)[:, None])
+    assert (label_B1[:, 0] == labels).float().mean() >= 0.9

@@ -156,3 +156,18 @@ def test_targets_type():
     assert isinstance(t, BMNTargets)
     assert t.iou_map_BDT.shape == (1, T, T) and t.start_BT.shape == (1, T)
     assert t.action_BT.dtype == torch.int64 and t.action_BT.shape == (1, T)
+
+
+def test_proposal_class_map_marks_cells_by_the_best_overlapping_segment():
+    from core.models.targets import proposal_class_map
+
+    T4 = 4  # cells (d, s) = [s/4, (s+d+1)/4]
+    gt_BG2 = torch.tensor([[[0.0, 0.5], [0.5, 1.0]]], dtype=torch.float64)
+    class_BDT = proposal_class_map(gt_BG2, torch.ones(1, 2, dtype=torch.bool),
+                                   torch.tensor([[2, 0]]), T4, min_iou=0.5)  # fmt: skip
+    got = class_BDT[0]
+    assert got[1, 0] == 2 and got[1, 2] == 0  # exactly the two segments
+    assert got[0, 0] == 2 and got[0, 3] == 0  # half of a segment: IoU 0.5
+    assert got[3, 0] == 2  # the whole video: IoU 0.5 with both, a tie goes to the first
+    assert got[1, 1] == -1  # [1/4, 3/4]: IoU 1/3 with each segment
+    assert (got[3, 1:] == -1).all() and (got[2, 2:] == -1).all()  # s + d >= T: no proposal

@@ -34,7 +34,7 @@ def corpus():
     parsed = parse_annotations(annos)
     train, val = data.split_annotations(parsed, DataSection())
     class_of = {name: i for i, name in enumerate(annos["classes"])}
-    index = table.select(["video_id", "duration"])
+    index = table.select(["video_id", data.DURATION])
     gt = {split: data.match_ground_truth(a, index, class_of)[0]
           for split, a in (("train", train), ("val", val))}  # fmt: skip
     shards = {s: data.collect_shard([data.join_ground_truth(table, gt[s])], C, T) for s in gt}

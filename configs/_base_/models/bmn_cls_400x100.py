@@ -13,4 +13,6 @@ model = dict(
     soft_nms_high_threshold=0.9,
     post_process_top_k=100,
     num_action_classes=200,
+    cls_head="span",  # a proposal-level classifier; "pointwise" is the lecture's head
+    cls_dropout=0.5,
 )

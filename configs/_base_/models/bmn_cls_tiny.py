@@ -1,7 +1,9 @@
 # A tiny BMN-with-classification for the demo and the tests, fast on 2 CPU cores: 512-d
 # features (pooled TSN-R18) at 32 positions, narrow hidden layers, 8 samples per proposal.
 # `num_action_classes=None` takes the number of classes from the annotations (jobs.train) or
-# the checkpoint (jobs.extract --checkpoint).
+# the checkpoint (jobs.extract --checkpoint). The `span` head classifies each proposal from
+# its span's features against the rest of the video (core/models/heads.py); `pointwise` is
+# the lecture's per-position 1x1 head.
 model = dict(
     type="BMNwActionCls",
     temporal_dim=32,
@@ -17,4 +19,6 @@ model = dict(
     hidden_dim_2d=32,
     hidden_dim_3d=64,
     num_action_classes=None,
+    cls_head="span",
+    cls_dropout=0.5,
 )
