@@ -51,7 +51,7 @@ def test_a_node_lost_mid_run_leaves_each_video_once(corpus, tmp_path):
     def remove_a_node_after_the_first_commit() -> None:
         markers = out / "_commits"
         deadline = time.time() + 600
-        while time.time() < deadline and not (markers.exists() and any(markers.glob("*.json"))):
+        while time.time() < deadline and not (markers.exists() and any(markers.rglob("*.json"))):
             time.sleep(0.05)
         cluster.remove_node(workers[0])
         removed.set()

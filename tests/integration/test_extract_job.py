@@ -114,12 +114,12 @@ def test_killed_run_resumes_without_duplicates(video_dir, tmp_path):
     commits_dir = out / "_commits"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if commits_dir.exists() and len(list(commits_dir.glob("*.json"))) >= 1:
+        if commits_dir.exists() and len(list(commits_dir.rglob("*.json"))) >= 1:
             break
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    committed = len(list(commits_dir.glob("*.json")))
+    committed = len(list(commits_dir.rglob("*.json")))
     total = len(list(folder.iterdir()))
     assert 1 <= committed < total, "the run should have been killed mid-way"
     # a kill inside a batch leaves its staging folder and claims: the next run finishes or
