@@ -1,8 +1,8 @@
 # Demo / test detect config for 2 CPU cores: the production pipeline with tiny models of the
 # same kinds (mmdet Faster R-CNN with a ResNet-18 of 16 base channels; MMAction2 FastRCNN with
 # a SlowOnly ResNet-18 of 8 base channels), small frames and 4 x 4 clips. Without checkpoints
-# the weights are random (seeded); `make demo-detect` trains both on a synthetic corpus with
-# people (core.detect.train) and passes them with --cfg-options.
+# (`detector.checkpoint`, `action.checkpoint`) the weights are random (seeded): the job's
+# mechanics, not its accuracy.
 _base_ = ["./_base_/faster_rcnn_r50_fpn_2x_coco.py", "./_base_/slowonly_r101_ava21.py"]
 
 # 2 cores: one decoding task, the two model actors half a CPU each
