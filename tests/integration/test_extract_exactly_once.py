@@ -78,6 +78,8 @@ def read_all(out: pathlib.Path, table: str) -> dict[str, int]:
 
 
 def ids_of(out: pathlib.Path, table: str) -> list[str]:
+    if not list(pathlib.Path(out, table).glob("*.parquet")):
+        return []  # a table can lose its last file: --retry-failed took back its error rows
     q = f"SELECT video_id FROM read_parquet('{out}/{table}/*.parquet') ORDER BY 1"
     return [r[0] for r in duckdb.sql(q).fetchall()]
 
