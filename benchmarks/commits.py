@@ -2,7 +2,7 @@
 
     python -m benchmarks.commits --output benchmarks/results/commits_cpu.json
 
-What a run reads before it starts is :func:`core.io.commits.committed_videos`: the index files
+What a run reads before it starts is :func:`core.io.index.committed_videos`: the index files
 that drivers write (one per run and half minute of it), plus the markers of runs whose index
 is not complete (what a killed run committed after its last index write). The baseline,
 measured in the same run on the same output, reads every batch's marker, as a protocol without
@@ -26,7 +26,7 @@ import time
 import pyarrow as pa
 
 from core import storage
-from core.io import commits
+from core.io import commits, index
 
 VIDEOS_PER_BATCH = 64
 BATCHES_PER_INDEX_PART = 100
@@ -51,10 +51,10 @@ def make_output(out: str, num_batches: int, unindexed: int) -> None:
         vids = [f"v{b:06d}_{i:02d}" for b in batches for i in range(VIDEOS_PER_BATCH)]
         table = pa.table({"video_id": vids,
                           "batch_id": [f"{b:032x}" for b in batches for _ in range(VIDEOS_PER_BATCH)],
-                          "ok": [True] * len(vids)}, schema=commits.INDEX_SCHEMA)  # fmt: skip
-        uri = storage.join(out, commits.INDEX_DIR, "r", f"part-{part:06d}.parquet")
+                          "ok": [True] * len(vids)}, schema=index.INDEX_SCHEMA)  # fmt: skip
+        uri = storage.join(out, index.INDEX_DIR, "r", f"part-{part:06d}.parquet")
         storage.write_bytes(uri, commits.parquet_bytes(table))
-    storage.write_text(storage.join(out, commits.INDEX_DIR, "r", "complete"), "")
+    storage.write_text(storage.join(out, index.INDEX_DIR, "r", "complete"), "")
 
 
 def every_marker(out: str) -> int:
@@ -69,7 +69,7 @@ def measure(out: str, num_batches: int, unindexed: int) -> dict:
     ours, baseline = [], []
     for _ in range(3):  # alternating, best of 3: neither side gets a colder cache
         t0 = time.perf_counter()
-        done = commits.committed_videos(out)
+        done = index.committed_videos(out)
         ours.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         baseline_videos = every_marker(out)

@@ -21,7 +21,7 @@ from core import config, runtime
 from core.detect import driver
 from core.detect.config import DetectConfig
 from core.eval.ava import AVAInputError
-from core.io import tables
+from core.io import runs, tables
 from core.pipeline import inputs
 
 log = logging.getLogger("jobs.detect")
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = driver.run_detect(cfg, raw.pretty_text, videos, args.output, runtime.new_run_id())
     except (
         config.ConfigError,
-        driver.OutputConflictError,
+        runs.OutputConflictError,
         AVAInputError,
         FileNotFoundError,
         PermissionError,

@@ -18,7 +18,7 @@ import logging
 import sys
 
 from core import config, runtime
-from core.io import tables
+from core.io import runs, tables
 from core.pipeline import driver, inputs
 from core.pipeline.config import ExtractConfig
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     except (
         config.ConfigError,
-        driver.OutputConflictError,
+        runs.OutputConflictError,
         FileNotFoundError,
         PermissionError,
     ) as e:

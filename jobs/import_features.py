@@ -20,7 +20,7 @@ import sys
 from core import runtime, storage
 from core.eval.annotations import AnnotationError, load_annotations
 from core.features import csv_import
-from core.io import commits
+from core.io import commits, index, leases, runs
 
 log = logging.getLogger("jobs.import_features")
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, run_id: str) -> dict:
     if not csv_uris:
         raise FileNotFoundError(f"no .csv files under {args.csv_dir}")
     commits.recover(args.output)
-    done = commits.committed_video_ids(args.output)
+    done = index.committed_video_ids(args.output)
     todo, facts, unannotated = csv_import.plan_import(csv_uris, annos, done)
     if unannotated:
         log.warning("%d CSVs have no annotation (no duration) and are skipped, e.g. %s",
@@ -54,15 +54,15 @@ def run(args: argparse.Namespace, run_id: str) -> dict:
     log.info("%d CSVs: %d to import, %d already imported", len(csv_uris), len(todo), len(done))
     task = ray.remote(csv_import.import_batch)
     pending, rows = [], 0
-    index = commits.IndexWriter(args.output, run_id)
+    done_log = index.IndexWriter(args.output, run_id)
 
     def finish(results: list[dict]) -> int:
         for r in results:
-            index.add(r["committed"], [r["batch_id"]] * len(r["committed"]),
+            done_log.add(r["committed"], [r["batch_id"]] * len(r["committed"]),
                       [True] * len(r["committed"]))  # fmt: skip
         return sum(len(r["committed"]) for r in results)
 
-    with commits.RunLease(args.output, run_id):
+    with leases.RunLease(args.output, run_id):
         for start in range(0, len(todo), args.batch_size):
             items = todo[start : start + args.batch_size]
             batch_facts = {vid: facts[vid] for vid, _ in items}
@@ -71,13 +71,13 @@ def run(args: argparse.Namespace, run_id: str) -> dict:
                 ready, pending = ray.wait(pending, num_returns=1)
                 rows += finish(ray.get(ready))
         rows += finish(ray.get(pending))
-        index.close()
+        done_log.close()
     record = {
         "run_id": run_id, "csv_dir": args.csv_dir, "annotations": args.annotations,
         "num_csv": len(csv_uris), "imported": rows, "skipped_done": len(done),
         "skipped_unannotated": len(unannotated), "versions": runtime.package_versions(),
     }  # fmt: skip
-    storage.write_json(storage.join(args.output, commits.RUNS_DIR, run_id, "record.json"), record)
+    storage.write_json(storage.join(args.output, runs.RUNS_DIR, run_id, "record.json"), record)
     return record
 
 

@@ -22,26 +22,17 @@ import time
 from core import storage
 from core.detect import stages, writer
 from core.detect.config import DetectConfig
-from core.io import commits, runs
+from core.io import runs
 from core.io.checkpoint import file_sha256
-from core.io.runs import OutputConflictError  # noqa: F401  (raised by run_detect)
 from core.pipeline.inputs import VideoInput
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class DetectSummary:
-    run_id: str
-    output_uri: str
-    num_inputs: int
-    num_skipped: int
-    num_ok: int
-    num_failed: int
+class DetectSummary(runs.RunSummary):
     num_detections: int
     num_rendered: int
-    seconds: float
-    errors_by_stage: dict[str, int]
 
 
 def fingerprint(cfg: DetectConfig, detector_sha256: str, action_sha256: str) -> str:
@@ -84,7 +75,7 @@ def run_detect(
     action_sha256 = file_sha256(cfg.action.checkpoint)
     fp = fingerprint(cfg, detector_sha256, action_sha256)
     runs.check_previous_runs(output_uri, fp)
-    run_dir = storage.join(output_uri, commits.RUNS_DIR, run_id)
+    run_dir = storage.join(output_uri, runs.RUNS_DIR, run_id)
     storage.write_text(storage.join(run_dir, "config.py"), resolved_config_text)
     ctx = writer.DetectWriteContext(
         output_uri=output_uri,

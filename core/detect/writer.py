@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from core.detect import schema as t
-from core.io import commits
+from core.io import commits, index, leases
 from core.io.tables import RUN_ID, URI, VIDEO_ID
 
 
@@ -203,15 +203,15 @@ class OutputSession:
     def __init__(self, output_uri: str, run_id: str) -> None:
         self.output_uri, self.run_id = output_uri, run_id
         self.done: set[str] = set()
-        self._lease = commits.RunLease(output_uri, run_id)
-        self._index: commits.IndexWriter | None = None
+        self._lease = leases.RunLease(output_uri, run_id)
+        self._index: index.IndexWriter | None = None
 
     def __enter__(self) -> OutputSession:
         self._lease.__enter__()
         commits.recover(self.output_uri)
-        commits.apply_retractions(self.output_uri)
-        self.done = set(commits.committed_videos(self.output_uri))
-        self._index = commits.IndexWriter(self.output_uri, self.run_id)
+        index.apply_retractions(self.output_uri)
+        self.done = set(index.committed_videos(self.output_uri))
+        self._index = index.IndexWriter(self.output_uri, self.run_id)
         return self
 
     def __exit__(self, *exc) -> None:

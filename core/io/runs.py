@@ -3,8 +3,32 @@ output holds the results of one config and model, so that reruns and resumes add
 
 from __future__ import annotations
 
+import dataclasses
+
 from core import storage
-from core.io.commits import RUNS_DIR
+from core.io.leases import RUNS_DIR
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a run over a video corpus did (each job adds its own counts)."""
+
+    run_id: str
+    output_uri: str
+    num_inputs: int
+    num_skipped: int
+    """Videos already done by earlier runs."""
+    num_ok: int
+    """Videos this run committed with results."""
+    num_failed: int
+    """Videos this run committed as failed for good (an error row)."""
+    seconds: float
+    errors_by_stage: dict[str, int]
+
+    @property
+    def failed_fraction(self) -> float:
+        processed = self.num_ok + self.num_failed
+        return self.num_failed / processed if processed else 0.0
 
 
 class OutputConflictError(RuntimeError):

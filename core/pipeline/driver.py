@@ -16,9 +16,8 @@ import logging
 import time
 
 from core import storage
-from core.io import commits, runs, tables
+from core.io import commits, index, leases, runs, tables
 from core.io.checkpoint import file_sha256
-from core.io.runs import OutputConflictError  # noqa: F401  (raised by run_extract)
 from core.pipeline import columns as col
 from core.pipeline import config, stages, writer
 from core.pipeline.config import ExtractConfig
@@ -28,16 +27,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class ExtractSummary:
-    run_id: str
-    output_uri: str
-    num_inputs: int
-    num_skipped: int
-    """Videos already done by earlier runs."""
-    num_ok: int
-    """Videos this run committed with features (damaged ones included)."""
-    num_failed: int
-    """Videos this run committed as failed for good (an error row, no features)."""
+class ExtractSummary(runs.RunSummary):
     num_damaged: int
     """Of ``num_ok``: videos that decoded only in part (``num_decode_errors`` > 0)."""
     num_left: int
@@ -46,13 +36,6 @@ class ExtractSummary:
     num_retried: int
     """Failed videos whose error rows ``--retry-failed`` took back to process them again."""
     num_proposals: int
-    seconds: float
-    errors_by_stage: dict[str, int]
-
-    @property
-    def failed_fraction(self) -> float:
-        processed = self.num_ok + self.num_failed
-        return self.num_failed / processed if processed else 0.0
 
 
 def fingerprint(
@@ -122,7 +105,7 @@ def run_extract(
     extractor_sha256 = file_sha256(cfg.extractor.checkpoint)
     fp = fingerprint(cfg, ckpt["sha256"], class_names, extractor_sha256)
     runs.check_previous_runs(output_uri, fp)
-    run_dir = storage.join(output_uri, commits.RUNS_DIR, run_id)
+    run_dir = storage.join(output_uri, runs.RUNS_DIR, run_id)
     storage.write_text(storage.join(run_dir, "config.py"), resolved_config_text)
     record = {
         "run_id": run_id,
@@ -144,20 +127,20 @@ def run_extract(
         sampling=dataclasses.asdict(cfg.sampling),
     )
     counts = _Counts()
-    with commits.RunLease(output_uri, run_id):
+    with leases.RunLease(output_uri, run_id):
         commits.recover(output_uri)
-        commits.apply_retractions(output_uri)
-        done = commits.committed_videos(output_uri)
-        failed: dict[str, commits.Committed] = {}
+        index.apply_retractions(output_uri)
+        done = index.committed_videos(output_uri)
+        failed: dict[str, index.Committed] = {}
         if retry_failed:
             ever_failed = done.failed()
             failed = {v.video_id: ever_failed[v.video_id] for v in inputs
                       if v.video_id in ever_failed}  # fmt: skip
-        retried = commits.retract_failed(output_uri, run_id, failed)
+        retried = index.retract_failed(output_uri, run_id, failed)
         todo = [v for v in inputs if v.video_id not in done or v.video_id in failed]
         skipped = len(inputs) - len(todo)
         log.info("%d videos: %d already done, %d to process", len(inputs), skipped, len(todo))
-        index = commits.IndexWriter(output_uri, run_id)
+        done_log = index.IndexWriter(output_uri, run_id)
         left = todo
         for attempt in range(MAX_PASSES):
             if not left:
@@ -165,11 +148,11 @@ def run_extract(
             if attempt:
                 log.info("pass %d: %d videos left (storage failures or retried tasks)",
                          attempt + 1, len(left))  # fmt: skip
-            _run_pass(cfg, ctx, left, localizer_checkpoint, counts, index, progress_every_s)
-            index.flush()
+            _run_pass(cfg, ctx, left, localizer_checkpoint, counts, done_log, progress_every_s)
+            done_log.flush()
             commits.recover(output_uri, own_run=run_id)  # this run's dead task attempts
             left = [v for v in left if v.video_id not in counts.committed]
-        index.close()
+        done_log.close()
     seconds = time.perf_counter() - t0
     summary = ExtractSummary(
         run_id=run_id,
@@ -223,7 +206,7 @@ def _run_pass(
     videos: list[VideoInput],
     localizer_checkpoint: str | None,
     counts: _Counts,
-    index: commits.IndexWriter,
+    done_log: index.IndexWriter,
     progress_every_s: float,
 ) -> None:
     """One Ray Data pass over ``videos``: decode + features → proposals → commits."""
@@ -259,7 +242,7 @@ def _run_pass(
     for summary in ds.iter_batches(batch_size=None, batch_format="numpy"):
         counts.add(summary)
         mine = summary[col.COMMITTED].astype(bool)
-        index.add(summary[tables.VIDEO_ID][mine], summary[col.BATCH_ID][mine],
+        done_log.add(summary[tables.VIDEO_ID][mine], summary[col.BATCH_ID][mine],
                   summary[col.OK][mine])  # fmt: skip
         if time.perf_counter() - last_log > progress_every_s:
             log.info("progress: %d/%d videos committed", len(counts.committed), len(videos))

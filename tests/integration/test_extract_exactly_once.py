@@ -18,7 +18,7 @@ import ray
 
 from core import config
 from core.corpus import make_corpus
-from core.io import commits
+from core.io import index
 from core.pipeline import columns as col
 from core.pipeline import driver, inputs, stages, writer
 from core.pipeline.config import ExtractConfig
@@ -137,7 +137,7 @@ def test_two_overlapping_runs_then_a_rerun_give_each_video_once(corpus, tmp_path
     assert again.num_left == 0
     assert len(ids_of(pathlib.Path(out), "features")) == 5
     assert ids_of(pathlib.Path(out), "errors") == ["damaged", "notes"]
-    assert set(commits.committed_video_ids(out)) == {v.video_id for v in videos_in}
+    assert set(index.committed_video_ids(out)) == {v.video_id for v in videos_in}
 
 
 _ATTEMPTS = "attempts"

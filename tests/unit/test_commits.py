@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from core import storage
-from core.io import commits
+from core.io import commits, index, leases
 
 
 def _tables(ids: list[str], failed: tuple[str, ...] = ()) -> dict[str, pa.Table]:
@@ -109,32 +109,32 @@ def test_recovery_undoes_a_dead_writers_claims_and_finishes_its_staged_batch(out
 
 
 def test_recovery_leaves_a_live_runs_batches_alone(out):
-    with commits.RunLease(out, "live"):
+    with leases.RunLease(out, "live"):
         batch = commits.batch_id_of("live", ["a"])
         storage.write_json(
             storage.join(out, commits.STAGING_DIR, "live", batch, "intent.json"), ["a"]
         )
         assert commits._claim(out, "live", batch, "a")
-        assert commits.run_is_alive(out, "live")
+        assert leases.run_is_alive(out, "live")
         assert commits.recover(out).live_runs == ["live"]
         assert storage.exists(storage.join(out, commits.CLAIMS_DIR, "a.json"))
-    assert not commits.run_is_alive(out, "live")  # released at exit
+    assert not leases.run_is_alive(out, "live")  # released at exit
     assert commits.recover(out).rolled_back == 1
 
 
 def test_start_up_reads_the_index_not_every_marker(out, monkeypatch):
-    index = commits.IndexWriter(out, "r1")
+    done_log = index.IndexWriter(out, "r1")
     for k in range(5):
         ids = [f"v{k}a", f"v{k}b"]
         r = commits.commit_batch(out, "r1", None, _tables(ids, failed=(f"v{k}b",)), ids)
-        index.add(r.committed, [r.batch_id] * 2, [True, False])
-    index.close()  # run r1 finished: its markers need not be read
+        done_log.add(r.committed, [r.batch_id] * 2, [True, False])
+    done_log.close()  # run r1 finished: its markers need not be read
     late = commits.commit_batch(out, "killed", None, _tables(["late"]), ["late"])  # no index
     reads = []
     real = storage.read_json
     monkeypatch.setattr(storage, "read_json", lambda uri: reads.append(uri) or real(uri))
-    done = commits.committed_videos(out)
-    assert len(done) == 11 and done["late"] == commits.Committed(True, late.batch_id)
+    done = index.committed_videos(out)
+    assert len(done) == 11 and done["late"] == index.Committed(True, late.batch_id)
     assert done["v3a"].ok and not done["v3b"].ok
     assert [u.rsplit("/", 1)[1] for u in reads] == [f"{late.batch_id}.json"]
 
@@ -142,14 +142,14 @@ def test_start_up_reads_the_index_not_every_marker(out, monkeypatch):
 def test_retracting_failed_videos_lets_them_commit_again_once(out):
     r = commits.commit_batch(out, "r1", None, _tables(["a", "b"], failed=("b",)), ["a", "b"])
     assert _rows(out, "errors") == ["b"]
-    failed = commits.committed_videos(out).failed()
-    assert failed == {"b": commits.Committed(False, r.batch_id)}
-    assert commits.retract_failed(out, "r2", failed) == 1
-    assert _rows(out, "errors") == [] and "b" not in commits.committed_videos(out)
+    failed = index.committed_videos(out).failed()
+    assert failed == {"b": index.Committed(False, r.batch_id)}
+    assert index.retract_failed(out, "r2", failed) == 1
+    assert _rows(out, "errors") == [] and "b" not in index.committed_videos(out)
     commits.commit_batch(out, "r2", None, _tables(["b"]), ["b"])
     assert _rows(out) == ["a", "b"] and _rows(out, "errors") == []
-    commits.apply_retractions(out)  # already applied: nothing changes
-    assert commits.committed_videos(out)["b"].ok
+    index.apply_retractions(out)  # already applied: nothing changes
+    assert index.committed_videos(out)["b"].ok
 
 
 def test_markers_record_files_rows_and_failures(out):
