@@ -5,8 +5,10 @@
 
 ``--features`` is an extract / import_features output (its ``features/`` table) or the table
 folder itself. Writes RUN/checkpoints/ (Ray Train's), RUN/best.pth (what ``jobs.extract
---checkpoint`` takes), RUN/metrics.json, RUN/ar_an.png, RUN/training_curves.png,
-RUN/history.json and RUN/config.py. ``--resume`` continues RUN's run from its latest
+--checkpoint`` takes), RUN/metrics.json (with per-class AP and the labels' confusion matrix),
+RUN/ar_an.png, RUN/per_class_ap.png, RUN/confusion.png, RUN/timelines.png (ground truth against
+the top proposals of a few validation videos), RUN/training_curves.png, RUN/history.json and
+RUN/config.py. ``--resume`` continues RUN's run from its latest
 checkpoint. Runs embedded (a local Ray starts) or under ``ray job submit --working-dir .``.
 Exit codes: 0 done (or stopped by ``stop_after_epoch``), 1 training failed, 2 unusable input,
 config or output.
@@ -18,6 +20,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 from core import config, runtime, storage
 from core.train import TrainConfig, TrainDataError
@@ -51,7 +54,8 @@ def cli_overrides(args: argparse.Namespace) -> dict:
 
 
 def embedded_cpus(cfg: TrainConfig, requested: int | None) -> int:
-    """Logical CPUs for an embedded Ray: the workers' share plus some for Ray Data reads."""
+    """Logical CPUs for an embedded Ray: the workers' share plus one for the final task (when
+    the driver runs it: see core.train.trainer)."""
     needed = int(cfg.scaling.num_workers * cfg.scaling.cpus_per_worker) + 1
     return requested or max(os.cpu_count() or 1, needed)
 
@@ -66,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, ValueError) as e:
         log.error("%s", e)
         return 2
+    start = time.perf_counter()
     runtime.init_ray(num_cpus=embedded_cpus(cfg, args.num_cpus))
+    ray_seconds = time.perf_counter() - start
     try:
         summary = run_training(
             cfg, raw, args.features, args.annotations, args.output, resume=args.resume
@@ -85,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             "stopped after epoch %d of %d (stop_after_epoch); continue with --resume",
             summary.epochs_done, summary.epochs,
         )  # fmt: skip
+    summary.timings["time_ray_init_s"] = ray_seconds
     sys.stdout.write(summary_json(summary) + "\n")
     return 0
 
