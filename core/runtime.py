@@ -85,6 +85,55 @@ def add_video_job_args(parser) -> None:
     parser.add_argument("--num-cpus", type=int, default=None, help="embedded Ray only")
 
 
+def run_video_job(
+    args,
+    schema,
+    run,
+    print_summary,
+    exit_code=None,
+    input_errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """The body of a video job's ``main()``: config and inputs, Ray, the run, the summary.
+
+    Args:
+        args: parsed arguments (``--config``, ``--cfg-options``, ``--input``, ``--output``,
+            ``--num-cpus`` and the job's own).
+        schema: the job's config schema.
+        run: ``run(cfg, resolved_config_text, videos, run_id) -> summary``.
+        print_summary: prints the summary for the user.
+        exit_code: ``exit_code(summary, cfg) -> int``; None: 0.
+        input_errors: the job's own exceptions that mean unusable input (exit 2).
+
+    Returns:
+        0 done; 1 the run failed (what it committed stays, a rerun goes on from it); 2 a
+        job-level error at start (config, input, an output holding another config's results).
+    """
+    from core import config
+    from core.io.runs import OutputConflictError
+    from core.pipeline.inputs import InputError
+
+    setup_logging()
+    try:
+        cfg, raw, videos = load_video_job(args, schema)
+    except (config.ConfigError, InputError) as e:
+        log.error("%s", e)
+        return 2
+    init_ray(num_cpus=args.num_cpus)
+    run_id = new_run_id()
+    try:
+        summary = run(cfg, raw.pretty_text, videos, run_id)
+    except (
+        config.ConfigError, OutputConflictError, FileNotFoundError, PermissionError, *input_errors
+    ) as e:  # fmt: skip
+        log.error("%s", e)
+        return 2
+    except Exception:  # a model or the storage failed for good
+        log.exception("run %s failed; committed videos stay, a rerun goes on from them", run_id)
+        return 1
+    print_summary(summary)
+    return exit_code(summary, cfg) if exit_code else 0
+
+
 def load_video_job(args, schema):
     """The checked config, its resolved form and the input videos of a video job, before Ray.
 

@@ -8,7 +8,8 @@ action model on the clip around it (:mod:`core.detect`). Writes ``OUT/detections
 ``OUT/errors/`` (Parquet), ``OUT/renders/<video_id>.mp4`` for the videos ``render`` names.
 Runs embedded (a local Ray starts) or under ``ray job submit --working-dir . -- python -m
 jobs.detect ...``. Exit codes: 0 the run finished (broken videos are rows in OUT/errors/),
-2 a job-level failure (bad config, unreadable input, output conflict).
+1 the run failed (what it committed stays), 2 a job-level failure at start (bad config,
+unreadable input, output conflict).
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from core import config, runtime
 from core.detect import driver
 from core.detect.config import DetectConfig
 from core.eval.ava import AVAInputError
-from core.io import runs, tables
-from core.pipeline import inputs
+from core.io import tables
 
 log = logging.getLogger("jobs.detect")
 
@@ -36,26 +36,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    runtime.setup_logging()
-    try:
-        cfg, raw, videos = runtime.load_video_job(args, DetectConfig)
-    except (config.ConfigError, inputs.InputError) as e:
-        log.error("%s", e)
-        return 2
-    runtime.init_ray(num_cpus=args.num_cpus)
-    try:
-        summary = driver.run_detect(cfg, raw.pretty_text, videos, args.output, runtime.new_run_id())
-    except (
-        config.ConfigError,
-        runs.OutputConflictError,
-        AVAInputError,
-        FileNotFoundError,
-        PermissionError,
-    ) as e:
-        log.error("%s", e)
-        return 2
-    print_summary(summary)
-    return 0
+
+    def run(cfg: DetectConfig, text: str, videos: list, run_id: str) -> driver.DetectSummary:
+        return driver.run_detect(cfg, text, videos, args.output, run_id)
+
+    return runtime.run_video_job(
+        args, DetectConfig, run, print_summary, input_errors=(AVAInputError,)
+    )
 
 
 def print_summary(s: driver.DetectSummary) -> None:

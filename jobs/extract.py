@@ -18,8 +18,8 @@ import logging
 import sys
 
 from core import config, runtime
-from core.io import runs, tables
-from core.pipeline import driver, inputs
+from core.io import tables
+from core.pipeline import driver
 from core.pipeline.config import ExtractConfig
 
 log = logging.getLogger("jobs.extract")
@@ -38,35 +38,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    runtime.setup_logging()
-    try:
-        cfg, raw, videos = runtime.load_video_job(args, ExtractConfig)
-    except (config.ConfigError, inputs.InputError) as e:
-        log.error("%s", e)
-        return 2
-    runtime.init_ray(num_cpus=args.num_cpus)
-    run_id = runtime.new_run_id()
-    try:
-        summary = driver.run_extract(
-            cfg, raw.pretty_text, videos, args.output, run_id,
+
+    def run(cfg: ExtractConfig, text: str, videos: list, run_id: str) -> driver.ExtractSummary:
+        return driver.run_extract(
+            cfg, text, videos, args.output, run_id,
             localizer_checkpoint=args.checkpoint, retry_failed=args.retry_failed,
         )  # fmt: skip
-    except (
-        config.ConfigError,
-        runs.OutputConflictError,
-        FileNotFoundError,
-        PermissionError,
-    ) as e:
-        log.error("%s", e)
-        return 2
-    except Exception:  # the recognizer, the localizer or the storage failed for good
-        log.exception("run %s failed; committed videos stay, a rerun goes on from them", run_id)
-        return 1
-    print_summary(summary)
-    return exit_code(summary, cfg.max_failed_fraction)
+
+    return runtime.run_video_job(args, ExtractConfig, run, print_summary, exit_code)
 
 
-def exit_code(s: driver.ExtractSummary, max_failed_fraction: float) -> int:
+def exit_code(s: driver.ExtractSummary, cfg: ExtractConfig) -> int:
+    max_failed_fraction = cfg.max_failed_fraction
     if s.failed_fraction > max_failed_fraction:
         log.error("%d of %d videos failed (more than max_failed_fraction=%g)",
                   s.num_failed, s.num_ok + s.num_failed, max_failed_fraction)  # fmt: skip
