@@ -230,6 +230,16 @@ def test_bf16_autocast_runs_and_stays_close():
     assert (low.start_BT - ref.start_BT).abs().max() < 0.02
 
 
+def fit(model, feats_BCT, targets, lr: float, steps: int, loss_key: str) -> None:
+    """Adam steps on one loss of ``compute_loss`` (full batch)."""
+    optim = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = model.compute_loss(model.forward_tensors(feats_BCT), targets)[loss_key]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+
+
 def test_head_learns_position_classes():
     torch.manual_seed(0)
     cfg = {**SMALL, "feat_dim": 8}
@@ -241,12 +251,7 @@ def test_head_learns_position_classes():
     # features say which class (or background) each position holds
     feats_BCT = torch.zeros(2, 8, T)
     feats_BCT[:, :3] = torch.nn.functional.one_hot(targets.action_BT, 3).permute(0, 2, 1).float()
-    optim = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(15):
-        loss = model.compute_loss(model.forward_tensors(feats_BCT), targets)["loss"]
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
+    fit(model, feats_BCT, targets, lr=0.05, steps=15, loss_key="loss")
     logits_BKT = model.forward_tensors(feats_BCT).action_BXT
     assert torch.equal(logits_BKT.argmax(1), targets.action_BT)
 
@@ -309,12 +314,7 @@ def test_span_head_learns_classes_from_the_span_against_its_video():
     gt_BG2 = torch.stack([starts / T, (starts + lengths) / T], 1)[:, None].double()
     targets = model.make_targets(gt_BG2, None, labels[:, None])
     assert targets.cell_class_BDT is not None
-    optim = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(60):
-        loss = model.compute_loss(model.forward_tensors(feats_BCT), targets)["action_cls"]
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
+    fit(model, feats_BCT, targets, lr=0.01, steps=60, loss_key="action_cls")
     model.eval()
     with torch.no_grad():
         head = model.forward_tensors(feats_BCT).action_BXT
