@@ -10,8 +10,8 @@ Measured on this corpus (2026-12-01, 2 CPUs): mAP 0.482, mAP@0.5 0.627, AR@10 0.
 and AR@100 >= 0.9, is not reached yet with the demo's features (random-weight ResNet-18 at
 64 px: a linear classifier of ground-truth segments reaches only 65-85 % on held-out videos).
 The lecture's pointwise head, trained as the demo trained it before (12 epochs), gave mAP 0.0
-and one label on nearly every top proposal. The whole loop takes 13.5 min wall on 2 shared,
-loaded cores (2 min 20 s of CPU in this process and its jobs)."""
+and one label on nearly every top proposal. The whole loop took 13.5 min wall on 2 cores
+shared with other work (load average about 10)."""
 
 from __future__ import annotations
 
