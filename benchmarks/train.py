@@ -1,28 +1,24 @@
-"""Training throughput at ActivityNet's size: our loop against MMAction2's, and the Ray Train job.
+"""The training job at ActivityNet's size on one GPU, its time split, and the step against MMAction2's.
 
-Synthetic features of ActivityNet's shape (10,000 training videos x 400 channels x 100
-positions, 1-3 random segments each, 200 classes; :mod:`core.train.synthetic_features`: the
-segments' boundaries at ``--signal`` in three channels and each class as a pattern over all
-400 channels at ``--class-signal``, under unit noise, so the Ray run's validation AR and mAP
-measure learning) train in three ways, all in one run:
+Synthetic features of ActivityNet's shape (10,000 training and 1,000 validation videos x 400
+channels x 100 positions, 1-3 random segments each, 200 classes), all in one run:
 
-* ``ours``: :func:`core.train.loop.train_epoch`, what every Ray Train worker runs (features on
-  the device, batched targets, the GEMM boundary-matching stage, bf16 autocast, the action
-  head), whole epochs at the recipe's batch of 16;
+* ``job``: ``python -m jobs.train`` as a user runs it (a subprocess, one GPU worker, the
+  ActivityNet config's recipe: 9 epochs at global batch 16, per-epoch validation and
+  checkpoints, the final task), timed from the process start to its exit (metrics.json is
+  written before it), with the job's own split of the time; ``--job-root`` runs another
+  checkout's job on the same features (the code before a change);
+* ``step``: :func:`core.train.step.train_epoch` on the same rows, eager and as the captured
+  CUDA graph (:class:`core.train.step.GraphedStep`, what the job's worker runs), with the
+  largest difference between the two paths' losses over the same steps;
 * ``upstream``: MMAction2's ``BMN`` in ``loss`` mode (a list of tensors, numpy
-  ``generate_labels``, ``BMNLoss``) with the same optimizer, for ``--upstream-steps`` steps
-  in fp32 and bf16;
-* ``ray``: ``jobs.train``'s trainer with one worker (Ray Data ingest, per-epoch validation and
-  checkpoints, final evaluation), when Ray is installed and ``--ray-epochs`` > 0.
+  ``generate_labels``, ``BMNLoss``) with the same optimizer, ``--upstream-steps`` steps in
+  fp32 and bf16: the baseline measured in the same run.
 
-    python benchmarks/train.py --output benchmarks/results/train_h100.json      # CUDA
+    python benchmarks/train.py --output benchmarks/results/train_h200.json      # CUDA
     python benchmarks/train.py --device cpu --videos 64 --val-videos 16 --feat-dim 32 \\
         --temporal-dim 16 --num-samples 8 --batch 8 --epochs 1 --upstream-steps 2 \\
-        --ray-epochs 1 --output /tmp/train_smoke.json                         # CPU smoke
-
-What it answers: whether one GPU trains MMAction2's ActivityNet recipe (9 epochs of 10,000
-videos at batch 16) in under two minutes, i.e. at 1,000 samples/s or more; MMAction2's own
-step runs at about 50 samples/s, which makes that recipe about half an hour.
+        --step-steps 4 --output /tmp/train_smoke.json                           # CPU smoke
 """
 
 from __future__ import annotations
@@ -32,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,17 +38,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import core  # noqa: E402, F401  (upstream shims before mmaction)
 from core.eval.annotations import parse_annotations  # noqa: E402
-from core.train import data, loop, synthetic_features  # noqa: E402
+from core.train import data, loop, step, synthetic_features  # noqa: E402
 from core.train.config import DataSection, OptimSection, TrainConfig  # noqa: E402
 
 NUM_CLASSES = 200
-CONFIG = (
-    Path(__file__).resolve().parents[1] / "configs" / "train" / "bmn_cls_400x100_activitynet.py"
-)
+CONFIG = "configs/train/bmn_cls_400x100_activitynet.py"
 
 
 def model_cfg(args: argparse.Namespace) -> dict:
@@ -60,7 +56,8 @@ def model_cfg(args: argparse.Namespace) -> dict:
         type="BMNwActionCls", temporal_dim=args.temporal_dim, boundary_ratio=0.5,
         num_samples=args.num_samples, num_samples_per_bin=3, feat_dim=args.feat_dim,
         soft_nms_alpha=0.4, soft_nms_low_threshold=0.5, soft_nms_high_threshold=0.9,
-        post_process_top_k=100, num_action_classes=NUM_CLASSES,
+        post_process_top_k=100, num_action_classes=NUM_CLASSES, cls_head=args.cls_head,
+        cls_dropout=0.0,
     )  # fmt: skip
 
 
@@ -68,8 +65,8 @@ def make_corpus(args: argparse.Namespace):
     """The features table, annotations and the training rows in memory."""
     total = args.videos + args.val_videos
     table, annotations = synthetic_features.synthetic_corpus(
-        total, args.feat_dim, args.temporal_dim, NUM_CLASSES, seed=0, signal=args.signal,
-        val_fraction=args.val_videos / total, class_signal=args.class_signal,
+        total, args.feat_dim, args.temporal_dim, NUM_CLASSES, seed=0, signal=0.0,
+        val_fraction=args.val_videos / total,
     )  # fmt: skip
     annos = parse_annotations(annotations)
     train, _ = data.split_annotations(annos, DataSection())
@@ -80,42 +77,68 @@ def make_corpus(args: argparse.Namespace):
     return table, annotations, rows
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def bench_ours(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
-    """Whole epochs of the workers' loop (one process, no Ray)."""
+def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
+    """The worker's step, eager and captured, from the same initial state and seeds."""
     device = torch.device(args.device)
     cfg = TrainConfig(model=model_cfg(args), batch_size=args.batch, optim=OptimSection())
-    state = loop.new_train_state(cfg.model, cfg, str(device))
-    shard = loop.to_device(rows, device)
-    steps = len(shard) // args.batch
     dtype = "bfloat16" if device.type == "cuda" else "float32"
-    warm = data.epoch_batches(len(shard), args.batch, min(5, steps), 0, 99, 0)
-    loop.train_epoch(state.model, state.model, state.optimizer, shard, warm, dtype=dtype)
-    epochs = []
-    for epoch in range(args.epochs):
-        batches = data.epoch_batches(len(shard), args.batch, steps, cfg.seed, epoch, 0)
-        generator = loop.seed_epoch(cfg.seed, epoch, 0, device)
-        sync(args.device)
+    steps = min(args.step_steps, len(rows) // args.batch)
+    batches = data.epoch_batches(len(rows), args.batch, steps, cfg.seed, 0, 0)
+    out = {"dtype": dtype, "batch": args.batch, "steps": steps}
+    losses = {}
+    for mode in ("eager", "graph"):
+        state = loop.new_train_state(cfg.model, cfg, str(device))
+        graphs = mode == "graph" and step.graphs_apply(device, 1, state.model)
+        if mode == "graph" and not graphs:
+            out[mode] = {"skipped": "CUDA graphs do not apply here"}
+            continue
+        state.optimizer, state.scheduler = loop.build_optimizer(
+            state.model, cfg.optim, capturable=device.type == "cuda"
+        )
+        shard = loop.to_device(rows, state.model, device)
+        generator = torch.Generator(device=device)
+        graphed = None
         start = time.perf_counter()
-        losses = loop.train_epoch(
-            state.model, state.model, state.optimizer, shard, batches, dtype=dtype,
-            grad_clip=cfg.optim.grad_clip_max_norm, generator=generator,
-        )  # fmt: skip
-        sync(args.device)
+        if graphs:
+            graphed = step.GraphedStep(
+                state.model, state.optimizer, shard, args.batch, dtype,
+                cfg.optim.grad_clip_max_norm, generator,
+            )  # fmt: skip
+        warmup_s = time.perf_counter() - start
+        per_step = []
+        for i, idx_B in enumerate(batches[: args.compare_steps]):  # losses step by step
+            loop.seed_epoch(cfg.seed, i, 0, device, generator)
+            per_step.append(loop_losses(state, shard, [idx_B], dtype, cfg, generator, graphed))
+        losses[mode] = per_step
+        loop.seed_epoch(cfg.seed, 1, 0, device, generator)
+        sync(device)
+        start = time.perf_counter()
+        loop_losses(state, shard, batches, dtype, cfg, generator, graphed)
         seconds = time.perf_counter() - start
-        epochs.append({"seconds": seconds, "samples_per_s": steps * args.batch / seconds,
-                       "loss": losses["loss"]})  # fmt: skip
-    mean_epoch = float(np.mean([e["seconds"] for e in epochs]))
-    out = {"dtype": dtype, "batch": args.batch, "steps_per_epoch": steps, "epochs": epochs,
-           "samples_per_s": steps * args.batch / mean_epoch, "epoch_seconds": mean_epoch,
-           "nine_epochs_seconds": 9 * mean_epoch}  # fmt: skip
-    if device.type == "cuda":
-        out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        out[mode] = {"samples_per_s": steps * args.batch / seconds, "seconds": seconds,
+                     "warmup_seconds": warmup_s}  # fmt: skip
+        if device.type == "cuda":
+            out[mode]["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        del state, shard, graphed
+    if len(losses) == 2:
+        diffs = [abs(a[k] - b[k]) / max(abs(a[k]), 1e-12)
+                 for a, b in zip(losses["eager"], losses["graph"], strict=True) for k in a]  # fmt: skip
+        out["graph_vs_eager_max_rel_loss_diff"] = max(diffs)
+        out["graph_vs_eager_losses"] = {k: [h["loss"] for h in v] for k, v in losses.items()}
+        out["graph_speedup"] = out["graph"]["samples_per_s"] / out["eager"]["samples_per_s"]
     return out
+
+
+def loop_losses(state, shard, batches, dtype, cfg, generator, graphed) -> dict:
+    return loop.train_epoch(
+        state.model, state.model, state.optimizer, shard, batches, dtype=dtype,
+        grad_clip=cfg.optim.grad_clip_max_norm, generator=generator, graphed=graphed,
+    )  # fmt: skip
 
 
 def bench_upstream(args: argparse.Namespace, rows: data.ShardArrays, precision: str) -> dict:
@@ -126,14 +149,15 @@ def bench_upstream(args: argparse.Namespace, rows: data.ShardArrays, precision: 
 
     torch.backends.cudnn.benchmark = False  # it made bf16 Conv3d stall for minutes on an H100
     torch.manual_seed(0)
-    kwargs = {k: v for k, v in model_cfg(args).items() if k not in ("type", "num_action_classes")}
+    kwargs = {k: v for k, v in model_cfg(args).items()
+              if k not in ("type", "num_action_classes", "cls_head", "cls_dropout")}  # fmt: skip
     model = BMN(**kwargs).to(args.device).train()
     optim = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (
         precision == "bf16" and args.device.startswith("cuda")) else nullcontext  # fmt: skip
     batches = data.epoch_batches(len(rows), args.batch, args.upstream_steps + 2, 0, 0, 0)
 
-    def step(idx_B: np.ndarray) -> None:
+    def one_step(idx_B: np.ndarray) -> None:
         inputs = list(torch.from_numpy(rows.feats_NCT[idx_B]).to(args.device))
         samples = []
         for i in idx_B:
@@ -148,60 +172,73 @@ def bench_upstream(args: argparse.Namespace, rows: data.ShardArrays, precision: 
         optim.step()
 
     for idx_B in batches[:2]:  # warm-up
-        step(idx_B)
-    sync(args.device)
+        one_step(idx_B)
+    sync(torch.device(args.device))
     start = time.perf_counter()
     for idx_B in batches[2:]:
-        step(idx_B)
-    sync(args.device)
+        one_step(idx_B)
+    sync(torch.device(args.device))
     seconds = time.perf_counter() - start
     rate = args.upstream_steps * args.batch / seconds
     return {"precision": precision, "batch": args.batch, "steps": args.upstream_steps,
             "samples_per_s": rate, "epoch_seconds_estimate": args.videos / rate}  # fmt: skip
 
 
-def bench_ray(args: argparse.Namespace, table, annotations) -> dict:
-    """jobs.train's trainer, one worker, on the same features written as Parquet."""
-    import ray
+def write_features(tmp: str, table, annotations) -> tuple[str, str, float]:
+    start = time.perf_counter()
+    features = os.path.join(tmp, "feats")
+    anno_uri = synthetic_features.write_table(features, table, annotations, rows_per_file=1024)
+    return features, anno_uri, time.perf_counter() - start
 
-    from core import config
-    from core.train.trainer import run_training
 
-    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        start = time.perf_counter()
-        synthetic_features.write_table(
-            os.path.join(tmp, "feats"), table, annotations, rows_per_file=1024
-        )
-        write_seconds = time.perf_counter() - start
-        use_gpu = args.device.startswith("cuda")
-        options = {"epochs": args.ray_epochs, "batch_size": args.batch,
-                   "scaling.num_workers": 1, "scaling.use_gpu": use_gpu,
-                   "scaling.cpus_per_worker": 2, "checkpoint.num_to_keep": 1,
-                   "model": model_cfg(args)}  # fmt: skip
-        cfg, raw = config.load(str(CONFIG), TrainConfig, options)
-        cpus = max(os.cpu_count() or 1, 4)  # the worker's 2, and some for Ray Data's reads
-        ray.init(num_cpus=cpus, num_gpus=1 if use_gpu else 0, include_dashboard=False)
-        try:
-            start = time.perf_counter()
-            summary = run_training(
-                cfg, raw, os.path.join(tmp, "feats"), os.path.join(tmp, "feats", "annotations.json"),
-                os.path.join(tmp, "run"),
-            )  # fmt: skip
-            wall = time.perf_counter() - start
-        finally:
-            ray.shutdown()
-    history = summary.history
+def job_options(args: argparse.Namespace) -> list[str]:
+    use_gpu = args.device.startswith("cuda")
+    options = [f"epochs={args.epochs}", f"batch_size={args.batch}", "scaling.num_workers=1",
+               f"scaling.use_gpu={use_gpu}", "scaling.cpus_per_worker=2",
+               "checkpoint.num_to_keep=1", f"model.cls_head={args.cls_head}",
+               "model.cls_dropout=0.0"]  # fmt: skip
+    if not use_gpu:
+        options.append("dtype=float32")
+    for key in ("feat_dim", "temporal_dim", "num_samples"):
+        options.append(f"model.{key}={getattr(args, key)}")
+    return options
+
+
+def bench_job(args: argparse.Namespace, root: Path, features: str, anno_uri: str, out: str) -> dict:
+    """``python -m jobs.train`` from checkout ``root``, timed from start to exit."""
+    cmd = [sys.executable, "-m", "jobs.train", "--config", str(root / CONFIG), "--features",
+           features, "--annotations", anno_uri, "--output", out, "--num-workers", "1",
+           *(["--use-gpu"] if args.device.startswith("cuda") else []),
+           "--cfg-options", *job_options(args)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                      if p and Path(p).resolve() != ROOT]])}  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        return {"returncode": proc.returncode, "wall_seconds": wall,
+                "stderr_tail": proc.stderr[-4000:]}  # fmt: skip
+    summary = json.loads(proc.stdout[proc.stdout.index('{\n  "output_uri"') :])
+    history = json.loads(Path(out, "history.json").read_text())
     train_s = sum(h["train_seconds"] for h in history)
-    val_s = sum(h["val_seconds"] for h in history)
+    val_s = sum(h.get("val_seconds", 0.0) for h in history)
+    timings = summary.get("timings", {})
+    split = {"train_seconds": train_s, "val_seconds": val_s, **timings}
+    accounted = train_s + val_s + sum(v for k, v in timings.items() if k in ACCOUNTED)
+    split["other_seconds"] = wall - accounted
     return {
-        "workers": 1, "epochs": len(history), "wall_seconds": wall,
-        "parquet_write_seconds": write_seconds,
+        "command": " ".join(cmd[1:]), "returncode": 0, "job_wall_seconds": wall,
+        "epochs": len(history), "split": split,
         "train_samples_per_s": [h["samples_per_s"] for h in history],
-        "train_seconds": train_s, "val_seconds_per_epoch": val_s / len(history),
-        "overhead_seconds": wall - train_s - val_s,
-        "final_metrics": {k: v for k, v in (summary.metrics or {}).items()
+        "final_metrics": {k: v for k, v in (summary.get("metrics") or {}).items()
                           if isinstance(v, (int, float))},
     }  # fmt: skip
+
+
+# phases of the job's own split that do not overlap (the rest is imports, start-up, exit)
+ACCOUNTED = ("time_ray_init_s", "time_prepare_s", "time_worker_start_s", "time_ingest_s",
+             "time_graph_warmup_s", "time_final_task_s", "time_report_s", "time_after_fit_s")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,49 +246,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="JSON file to write")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--videos", type=int, default=10_000, help="training videos")
-    parser.add_argument("--val-videos", type=int, default=1_000, help="for the Ray run")
+    parser.add_argument("--val-videos", type=int, default=1_000)
     parser.add_argument("--feat-dim", type=int, default=400)
     parser.add_argument("--temporal-dim", type=int, default=100)
     parser.add_argument("--num-samples", type=int, default=32)
+    parser.add_argument("--cls-head", default="pointwise", help="the action head trained")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--epochs", type=int, default=9, help="of the job")
+    parser.add_argument("--step-steps", type=int, default=300, help="timed steps per mode")
+    parser.add_argument("--compare-steps", type=int, default=10, help="eager vs graph losses")
     parser.add_argument("--upstream-steps", type=int, default=30)
-    parser.add_argument("--ray-epochs", type=int, default=2, help="0 skips the Ray run")
-    parser.add_argument("--signal", type=float, default=1.0, help="boundary signal")
-    parser.add_argument("--class-signal", type=float, default=0.3, help="class pattern scale")
+    parser.add_argument("--job-root", action="append", default=[], type=Path,
+                        help="also run this checkout's job (e.g. the code before a change)")  # fmt: skip
+    parser.add_argument("--skip-step", action="store_true")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     table, annotations, rows = make_corpus(args)
+    device = torch.device(args.device)
     report = {
         "benchmark": "train",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
+        "device": torch.cuda.get_device_name() if device.type == "cuda"
         else platform.processor() or "cpu",
-        "torch": torch.__version__, "args": vars(args),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "corpus_seconds": time.perf_counter() - start,
     }  # fmt: skip
-    report["ours"] = bench_ours(args, rows)
+    report["args"]["job_root"] = [str(p) for p in args.job_root]
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        features, anno_uri, report["parquet_write_seconds"] = write_features(
+            tmp, table, annotations
+        )
+        del table
+        report["job"] = bench_job(args, ROOT, features, anno_uri, os.path.join(tmp, "run"))
+        for i, root in enumerate(args.job_root):
+            run = os.path.join(tmp, f"run_{i}")
+            report.setdefault("job_other_roots", {})[str(root)] = bench_job(
+                args, root.resolve(), features, anno_uri, run
+            )
+    if not args.skip_step:
+        report["step"] = bench_step(args, rows)
     report["upstream"] = [bench_upstream(args, rows, p) for p in ("fp32", "bf16")]
     base = report["upstream"][0]["samples_per_s"]
-    report["ours"]["ratio_vs_upstream_fp32"] = report["ours"]["samples_per_s"] / base
-    if args.ray_epochs > 0:
-        try:
-            report["ray"] = bench_ray(args, table, annotations)
-        except ImportError as e:
-            report["ray"] = {"skipped": f"{type(e).__name__}: {e}"}
+    for mode in ("eager", "graph"):
+        if "samples_per_s" in report.get("step", {}).get(mode, {}):
+            report["step"][mode]["ratio_vs_upstream_fp32"] = (
+                report["step"][mode]["samples_per_s"] / base
+            )
+    job = report["job"]
+    if "train_samples_per_s" in job:
+        job["train_ratio_vs_upstream_fp32"] = float(np.mean(job["train_samples_per_s"])) / base
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2))
-    ours = report["ours"]
-    print(f"ours     {ours['samples_per_s']:9.1f} samples/s, epoch {ours['epoch_seconds']:.1f} s, "
-          f"9 epochs {ours['nine_epochs_seconds']:.1f} s")  # fmt: skip
-    for up in report["upstream"]:
-        print(f"upstream {up['samples_per_s']:9.1f} samples/s ({up['precision']}), "
-              f"epoch ~{up['epoch_seconds_estimate']:.0f} s")  # fmt: skip
-    if "wall_seconds" in report.get("ray", {}):
-        r = report["ray"]
-        print(f"ray      {r['epochs']} epochs in {r['wall_seconds']:.1f} s wall, train "
-              f"{np.mean(r['train_samples_per_s']):.1f} samples/s, overhead "
-              f"{r['overhead_seconds']:.1f} s")  # fmt: skip
+    print(json.dumps({k: report[k] for k in ("job", "step", "upstream") if k in report},
+                     indent=1)[:6000])  # fmt: skip
     return 0
 
 

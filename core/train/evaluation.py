@@ -78,12 +78,24 @@ def headline(metrics: dict) -> dict[str, float]:
     return {k: float(metrics[k]) for k in HEADLINE if k in metrics}
 
 
+def validation_evaluation(
+    localizer: Localizer, shard: ShardArrays, annotations: Annotations, batch_size: int
+) -> Evaluation | None:
+    """:func:`evaluate_localizer`, or None with a warning when nothing could be evaluated."""
+    try:
+        return evaluate_localizer(localizer, shard, annotations, batch_size)
+    except EvaluationInputError as e:
+        log.warning("validation could not be evaluated (%s): metrics are 0", e)
+        return None
+
+
+def headline_of(evaluation: Evaluation | None) -> dict[str, float]:
+    """The :func:`headline` metrics of an evaluation, zeros for None."""
+    return dict.fromkeys(HEADLINE, 0.0) if evaluation is None else headline(evaluation.metrics)
+
+
 def validation_metrics(
     localizer: Localizer, shard: ShardArrays, annotations: Annotations, batch_size: int
 ) -> dict[str, float]:
     """:func:`headline` metrics, zeros with a warning when nothing could be evaluated."""
-    try:
-        return headline(evaluate_localizer(localizer, shard, annotations, batch_size).metrics)
-    except EvaluationInputError as e:
-        log.warning("validation could not be evaluated (%s): metrics are 0", e)
-        return dict.fromkeys(HEADLINE, 0.0)
+    return headline_of(validation_evaluation(localizer, shard, annotations, batch_size))

@@ -1,12 +1,19 @@
 """After training: export the best checkpoint as ``best.pth``, evaluate it, draw the curves.
 
-* :func:`export_best` turns a Ray Train checkpoint (the train state) into the localizer
-  checkpoint format of :mod:`core.models.localizer`, what ``jobs.extract --checkpoint`` takes.
-* :func:`final_evaluation` (run as a Ray task by the trainer) loads ``best.pth`` like extract
-  does, proposes on the validation videos and writes what ``jobs.evaluate`` writes
+* :func:`export_best` turns train-state weights into the localizer checkpoint format of
+  :mod:`core.models.localizer`, what ``jobs.extract --checkpoint`` takes.
+* :func:`write_outputs` is the final task as rank 0 runs it after the last epoch, in the
+  training process: the best epoch's weights and its validation evaluation are still in
+  memory, so it exports them and writes what ``jobs.evaluate`` writes
   (:func:`core.eval.report.write_report`: metrics.json, AR-AN curve, per-class AP, confusion
-  matrix, timelines).
+  matrix, timelines) without loading a model or proposing again.
+* :func:`final_evaluation` is the same task for a run whose best epoch was trained by an
+  earlier process (a resumed run): a Ray task loads ``best.pth`` like extract does and
+  proposes on the validation videos.
 * :func:`write_training_curves` draws losses and validation metrics per epoch.
+
+Train checkpoints leave out the model's :data:`CONSTANTS` (rebuilt from the config);
+:func:`full_state_dict` puts them back for a strict load.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -34,6 +43,34 @@ CURVES_PNG = "training_curves.png"
 HISTORY = "history.json"
 CURVE_LOSSES = ("loss", "tem", "pem_reg", "pem_cls", "action_cls")
 CURVE_METRICS = ("AUC", "mAP")
+CONSTANTS = ("sample_mask",)
+"""Model entries rebuilt from the config (MMAction2's 128 MB sample mask at T = 100): left out
+of train checkpoints, taken from the freshly built model on load."""
+
+
+def host_copy(obj: Any) -> Any:
+    """Tensors in (nested) dicts and lists copied to the host: a snapshot that stays as it is
+    while training goes on."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj
+
+
+def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict without :data:`CONSTANTS`, copied to the host."""
+    return {k: host_copy(v) for k, v in model.state_dict().items() if k not in CONSTANTS}
+
+
+def full_state_dict(
+    model: torch.nn.Module, weights: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Saved weights completed with the model's :data:`CONSTANTS` (for a strict load)."""
+    own = model.state_dict()
+    return {**{k: own[k] for k in CONSTANTS if k in own and k not in weights}, **weights}
 
 
 def export_best(
@@ -47,7 +84,7 @@ def export_best(
     from core.models import build_bmn_cls
 
     model = build_bmn_cls(model_cfg)
-    model.load_state_dict(saved_state["model"], strict=True)
+    model.load_state_dict(full_state_dict(model, saved_state["model"]), strict=True)
     payload = checkpoint_payload(
         model, model_cfg, class_names, epoch=int(saved_state["epoch"]), **meta
     )
@@ -67,7 +104,7 @@ def final_evaluation(
     Returns:
         The metrics.json dict.
     """
-    shard = data.read_split_features(training_set, data.VAL)
+    shard = data.read_features(training_set, data.VAL)
     localizer = load_localizer({}, best_uri, device=device, dtype=dtype)
     frame = predict(localizer, shard, batch_size)
     if localizer.model.num_action_classes == 0:
@@ -76,6 +113,36 @@ def final_evaluation(
         frame, training_set.val_annotations, classes=training_set.class_names
     )
     return write_report(evaluation, output_uri, extra={"checkpoint": best_uri})
+
+
+def write_outputs(
+    best, history: Sequence[Mapping[str, Any]], model_cfg: Mapping[str, Any],
+    training_set: data.TrainingSet, output_uri: str, cfg,
+) -> dict:  # fmt: skip
+    """The final task from memory (see the module docstring): ``best.pth``, history.json,
+    the training curves and (with ``cfg.final_eval``) metrics.json and its figures. The export
+    runs in a second thread (it mostly waits on compression and writes outside Python).
+
+    Args:
+        best: :class:`core.train.loop.BestEpoch` with weights and evaluation.
+        cfg: the run's :class:`core.train.config.TrainConfig`.
+
+    Returns:
+        The sha256 of best.pth.
+    """
+    best_uri = storage.join(output_uri, BEST)
+    entry = next(h for h in history if h["epoch"] == best.epoch)
+    saved = {"model": best.weights, "epoch": best.epoch}
+    with ThreadPoolExecutor(1, thread_name_prefix="export-best") as pool:
+        export = pool.submit(
+            export_best, saved, model_cfg, training_set.class_names, best_uri,
+            metrics=dict(entry), seed=cfg.seed,
+        )  # fmt: skip
+        storage.write_json(storage.join(output_uri, HISTORY), list(history))
+        write_training_curves(history, storage.join(output_uri, CURVES_PNG))
+        if cfg.final_eval:
+            write_report(best.evaluation, output_uri, extra={"checkpoint": best_uri})
+        return export.result()  # raises what the export raised
 
 
 def curves_figure(history: Sequence[Mapping[str, float]]) -> Figure:

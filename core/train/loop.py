@@ -5,7 +5,14 @@ Everything but :func:`train_loop_per_worker` runs without Ray (unit tests call i
 tensors). Randomness is derived from ``(seed, epoch, rank)`` at the start of every epoch (data
 order, the PEM loss sampling, torch's global generator), so an epoch computes the same thing
 whether the run was interrupted before it or not; the train state holds weights, optimizer,
-scheduler, epochs done and the per-epoch history.
+scheduler, epochs done and the per-epoch history. The step itself (eager or a CUDA graph) is
+:mod:`core.train.step`.
+
+A worker spends its time on the steps: it reads its rows itself (:mod:`core.train.data`),
+hands checkpoints to a background upload (Ray Train's ``ASYNC`` mode, from a copy of the state
+on the host), and rank 0 runs the final task in the same process when the run's last epoch is
+done and the best epoch's weights and evaluation are in its memory
+(:mod:`core.train.final_eval`): no second process, model load or pass over the validation set.
 
 Shape legend: B batch, C channels, T positions, G segments per video.
 """
@@ -15,27 +22,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import tempfile
 import time
 from collections.abc import Mapping
-from contextlib import nullcontext
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from core.models import BMNwActionCls, build_bmn_cls, pad_ground_truth
+from core.eval.metrics import Evaluation
+from core.models import BMNwActionCls, build_bmn_cls
 from core.models.localizer import Localizer
-from core.train import data
+from core.train import data, final_eval, step
 from core.train.config import OptimSection, TrainConfig
-from core.train.evaluation import validation_metrics
+from core.train.evaluation import headline_of, validation_evaluation
+from core.train.final_eval import full_state_dict, host_copy, model_weights
+from core.train.step import DeviceShard, autocast_for, to_device, train_epoch
+
+__all__ = ["DeviceShard", "autocast_for", "to_device", "train_epoch"]
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
 SAMPLING_STREAM, TORCH_STREAM = 1, 2
+FINAL_TASK = "final_task_done"  # reported by the last epoch when rank 0 wrote the outputs
 
 
 @dataclasses.dataclass
@@ -58,36 +68,42 @@ def build_model(model_cfg: Mapping[str, Any], seed: int) -> BMNwActionCls:
 
 
 def build_optimizer(
-    model: nn.Module, cfg: OptimSection
+    model: nn.Module, cfg: OptimSection, capturable: bool = False
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam over the trainable parameters and a step schedule stepped once per epoch."""
+    """Adam over the trainable parameters and a step schedule stepped once per epoch
+    (``capturable``: Adam's state on the device, for a step captured as a CUDA graph)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable
+    )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, cfg.gamma)
     return optimizer, scheduler
 
 
-def new_train_state(model_cfg: Mapping[str, Any], cfg: TrainConfig, device: str) -> TrainState:
+def new_train_state(
+    model_cfg: Mapping[str, Any], cfg: TrainConfig, device: str, capturable: bool = False
+) -> TrainState:
     model = build_model(model_cfg, cfg.seed).to(device)
-    optimizer, scheduler = build_optimizer(model, cfg.optim)
+    optimizer, scheduler = build_optimizer(model, cfg.optim, capturable)
     return TrainState(model, optimizer, scheduler)
 
 
 def state_to_save(state: TrainState) -> dict[str, Any]:
-    """Plain tensors and containers (loads with ``torch.load(weights_only=True)``)."""
+    """Plain tensors and containers on the host, copies (loads with
+    ``torch.load(weights_only=True)``)."""
     return {
-        "model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
-        "optimizer": state.optimizer.state_dict(),
+        "model": model_weights(state.model),
+        "optimizer": host_copy(state.optimizer.state_dict()),
         "scheduler": state.scheduler.state_dict(),
         "epoch": state.epoch,
-        "history": list(state.history),
+        "history": [dict(h) for h in state.history],
         "torch_rng": torch.get_rng_state(),  # for the record: each epoch reseeds
     }
 
 
 def restore_state(state: TrainState, saved: Mapping[str, Any]) -> None:
     """Loads a :func:`state_to_save` dict into a freshly built state (same config)."""
-    state.model.load_state_dict(saved["model"], strict=True)
+    state.model.load_state_dict(full_state_dict(state.model, saved["model"]), strict=True)
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
     state.epoch = int(saved["epoch"])
@@ -95,92 +111,33 @@ def restore_state(state: TrainState, saved: Mapping[str, Any]) -> None:
 
 
 def save_state_file(state: TrainState, directory: str) -> str:
-    path = os.path.join(directory, STATE_FILE)
+    path = f"{directory}/{STATE_FILE}"
     torch.save(state_to_save(state), path)
     return path
 
 
 def load_state_file(directory: str) -> dict[str, Any]:
-    return torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
+    return torch.load(f"{directory}/{STATE_FILE}", map_location="cpu", weights_only=True)
 
 
 # ----------------------------------------------------------------------------- one epoch
 
 
-def autocast_for(device: torch.device, dtype: str):
-    """bf16 autocast on CUDA when asked; float32 elsewhere."""
-    if device.type == "cuda" and dtype == "bfloat16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-@dataclasses.dataclass
-class DeviceShard:
-    """A worker's training rows ready for its device: the features are copied to the GPU once
-    (a zero-copy view on the CPU), ground truth stays small host arrays."""
-
-    feats_NCT: torch.Tensor
-    gt: list[np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.gt)
-
-
-def to_device(shard: data.ShardArrays, device: torch.device | str) -> DeviceShard:
-    return DeviceShard(torch.from_numpy(shard.feats_NCT).to(device), shard.gt)
-
-
-def batch_tensors(
-    shard: DeviceShard, idx_B: np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """feats_BCT (float32), gt_BG2 (float64, normalised), valid_BG, labels_BG of some rows,
-    on the features' device (ground truth padded on the host, then moved in one copy each)."""
-    device = shard.feats_NCT.device
-    feats_BCT = shard.feats_NCT[torch.from_numpy(idx_B).to(device)]
-    segments = [torch.from_numpy(shard.gt[i][:, :2]) for i in idx_B]
-    labels = [torch.from_numpy(shard.gt[i][:, 2].astype(np.int64)) for i in idx_B]
-    padded = pad_ground_truth(segments, labels, "cpu")
-    gt_BG2, valid_BG, labels_BG = (t.to(device, non_blocking=True) for t in padded)
-    return feats_BCT, gt_BG2, valid_BG, labels_BG
-
-
-def train_epoch(
-    net: nn.Module,
-    model: BMNwActionCls,
-    optimizer: torch.optim.Optimizer,
-    shard: DeviceShard,
-    batches: list[np.ndarray],
-    *,
-    dtype: str = "float32",
-    grad_clip: float | None = None,
-    generator: torch.Generator | None = None,
-) -> dict[str, float]:
-    """One pass over ``batches`` of the shard; returns the mean of each loss over the steps.
-
-    Args:
-        net: what runs forward (the model, or DistributedDataParallel around it).
-        model: the model itself (targets and losses).
-    """
-    net.train()
-    sums: dict[str, torch.Tensor] = {}
-    for idx_B in batches:
-        feats_BCT, gt_BG2, valid_BG, labels_BG = batch_tensors(shard, idx_B)
-        targets = model.make_targets(gt_BG2, valid_BG, labels_BG)
-        with autocast_for(feats_BCT.device, dtype):
-            outputs = net(feats_BCT)
-        losses = model.compute_loss(outputs, targets, generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        for key, value in losses.items():  # summed on the device: no sync per step
-            sums[key] = sums.get(key, 0.0) + value.detach().float()
-    if not sums:
-        return {}
-    keys = sorted(sums)
-    means = (torch.stack([sums[k] for k in keys]) / len(batches)).tolist()
-    return dict(zip(keys, means, strict=True))
+def evaluate_state(
+    state: TrainState,
+    shard: data.ShardArrays,
+    training_set: data.TrainingSet,
+    dtype: str,
+    batch_size: int,
+) -> Evaluation | None:
+    """The evaluation of the current weights on the validation videos (then back to train);
+    None when nothing could be evaluated."""
+    device = next(state.model.parameters()).device
+    localizer = Localizer(state.model, training_set.class_names, str(device), dtype)
+    try:
+        return validation_evaluation(localizer, shard, training_set.val_annotations, batch_size)
+    finally:
+        state.model.train()
 
 
 def validate(
@@ -191,18 +148,18 @@ def validate(
     batch_size: int,
 ) -> dict[str, float]:
     """Headline metrics of the current weights on the validation videos (then back to train)."""
-    device = next(state.model.parameters()).device
-    localizer = Localizer(state.model, training_set.class_names, str(device), dtype)
-    try:
-        return validation_metrics(localizer, shard, training_set.val_annotations, batch_size)
-    finally:
-        state.model.train()
+    evaluation = evaluate_state(state, shard, training_set, dtype, batch_size)
+    return headline_of(evaluation)
 
 
-def seed_epoch(seed: int, epoch: int, rank: int, device: torch.device) -> torch.Generator:
-    """Reseeds torch's global generator and returns the PEM sampling generator of this epoch."""
+def seed_epoch(
+    seed: int, epoch: int, rank: int, device: torch.device,
+    generator: torch.Generator | None = None,
+) -> torch.Generator:  # fmt: skip
+    """Reseeds torch's global generator and the PEM sampling generator of this epoch (a new
+    one unless ``generator`` is given: a captured step keeps its own)."""
     torch.manual_seed(data.torch_seed(seed, epoch, rank, TORCH_STREAM))
-    generator = torch.Generator(device=device)
+    generator = generator if generator is not None else torch.Generator(device=device)
     generator.manual_seed(data.torch_seed(seed, epoch, rank, SAMPLING_STREAM))
     return generator
 
@@ -214,6 +171,71 @@ def last_epoch(cfg: TrainConfig) -> int:
 
 def steps_per_epoch(num_rows: int, per_worker_batch: int) -> int:
     return num_rows // per_worker_batch
+
+
+def run_epoch(
+    state: TrainState,
+    net: nn.Module,
+    train_shard: DeviceShard,
+    cfg: TrainConfig,
+    rank: int,
+    world: int,
+    graphed: step.GraphedStep | None = None,
+) -> dict[str, float]:
+    """One epoch on this worker: batches, training, losses averaged over the workers."""
+    device = next(state.model.parameters()).device
+    per_worker = cfg.batch_size // world
+    steps = int(_all_reduce([steps_per_epoch(len(train_shard), per_worker)], "min", device)[0])
+    if steps == 0:
+        raise data.TrainDataError(
+            f"a worker holds {len(train_shard)} training videos, fewer than its batch of "
+            f"{per_worker}: lower batch_size or the number of workers"
+        )
+    batches = data.epoch_batches(len(train_shard), per_worker, steps, cfg.seed, state.epoch, rank)
+    reuse = graphed.generator if graphed is not None else None
+    generator = seed_epoch(cfg.seed, state.epoch, rank, device, reuse)
+    start = time.perf_counter()
+    losses = train_epoch(
+        net, state.model, state.optimizer, train_shard, batches, dtype=cfg.dtype,
+        grad_clip=cfg.optim.grad_clip_max_norm, generator=generator, graphed=graphed,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start  # train_epoch's .tolist() waited for the device
+    keys = sorted(losses)
+    mean = [v / world for v in _all_reduce([losses[k] for k in keys], "sum", device)]
+    out = dict(zip(keys, mean, strict=True))
+    out.update(train_seconds=seconds, samples_per_s=steps * cfg.batch_size / seconds)
+    out.update(steps=steps, lr=state.optimizer.param_groups[0]["lr"])
+    return out
+
+
+@dataclasses.dataclass
+class BestEpoch:
+    """The best epoch so far by the checkpoint score (the earliest among ties, as the
+    trainer's choice of checkpoint), with its weights and evaluation when this process
+    trained it."""
+
+    score_key: str
+    epoch: int | None = None
+    score: float = -math.inf
+    weights: dict[str, torch.Tensor] | None = None
+    evaluation: Evaluation | None = None
+
+    @classmethod
+    def from_history(cls, score_key: str, history: list[dict[str, Any]]) -> BestEpoch:
+        best = cls(score_key)
+        for h in history:
+            if h.get(score_key, -math.inf) > best.score:
+                best.epoch, best.score = int(h["epoch"]), h[score_key]
+        return best
+
+    def offer(self, epoch: int, metrics: Mapping[str, Any], model: nn.Module, evaluation) -> None:
+        if metrics.get(self.score_key, -math.inf) > self.score:
+            self.epoch, self.score = epoch, metrics[self.score_key]
+            self.weights, self.evaluation = model_weights(model), evaluation
+
+    @property
+    def in_memory(self) -> bool:
+        return self.weights is not None and self.evaluation is not None
 
 
 # ----------------------------------------------------------------------------- Ray Train
@@ -252,93 +274,106 @@ def _restore_from_ray(state: TrainState) -> None:
 
 
 def _report(state: TrainState, metrics: dict[str, Any], rank: int) -> None:
+    """Reports the epoch; rank 0 with a checkpoint that a background thread writes straight
+    to the run's storage from a host copy of the state (training goes on meanwhile)."""
     import ray.train
 
+    mode = ray.train.CheckpointUploadMode.ASYNC
     if rank != 0:
-        ray.train.report(metrics)
+        ray.train.report(metrics, checkpoint_upload_mode=mode)
         return
-    with tempfile.TemporaryDirectory(prefix="bmn-ckpt-") as directory:
-        save_state_file(state, directory)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    snapshot = state_to_save(state)
+    storage_ctx = ray.train.get_context().get_storage()
 
+    def write(_local, name: str) -> ray.train.Checkpoint:
+        fs, path = storage_ctx.storage_filesystem, storage_ctx.build_checkpoint_path_from_name(name)
+        fs.create_dir(path)
+        with fs.open_output_stream(f"{path}/{STATE_FILE}") as f:
+            torch.save(snapshot, f)
+        return ray.train.Checkpoint(path=path, filesystem=fs)
 
-def run_epoch(
-    state: TrainState,
-    net: nn.Module,
-    train_shard: DeviceShard,
-    cfg: TrainConfig,
-    rank: int,
-    world: int,
-) -> dict[str, float]:
-    """One epoch on this worker: batches, training, losses averaged over the workers."""
-    device = next(state.model.parameters()).device
-    per_worker = cfg.batch_size // world
-    steps = int(_all_reduce([steps_per_epoch(len(train_shard), per_worker)], "min", device)[0])
-    if steps == 0:
-        raise data.TrainDataError(
-            f"a worker holds {len(train_shard)} training videos, fewer than its batch of "
-            f"{per_worker}: lower batch_size or the number of workers"
-        )
-    batches = data.epoch_batches(len(train_shard), per_worker, steps, cfg.seed, state.epoch, rank)
-    generator = seed_epoch(cfg.seed, state.epoch, rank, device)
-    start = time.perf_counter()
-    losses = train_epoch(
-        net, state.model, state.optimizer, train_shard, batches,
-        dtype=cfg.dtype, grad_clip=cfg.optim.grad_clip_max_norm, generator=generator,
+    placeholder = ray.train.Checkpoint.from_directory(tempfile.mkdtemp(prefix="bmn-ckpt-"))
+    ray.train.report(
+        metrics, checkpoint=placeholder, checkpoint_upload_mode=mode,
+        delete_local_checkpoint_after_upload=True, checkpoint_upload_fn=write,
     )  # fmt: skip
-    seconds = time.perf_counter() - start
-    keys = sorted(losses)
-    mean = [v / world for v in _all_reduce([losses[k] for k in keys], "sum", device)]
-    out = dict(zip(keys, mean, strict=True))
-    out.update(train_seconds=seconds, samples_per_s=steps * cfg.batch_size / seconds)
-    out.update(steps=steps, lr=state.optimizer.param_groups[0]["lr"])
-    return out
 
 
-def _collect_shards(
-    training_set: data.TrainingSet, rank: int
+def _read_rows(
+    training_set: data.TrainingSet, rank: int, world: int
 ) -> tuple[data.ShardArrays, data.ShardArrays | None]:
-    """This worker's training shard (Ray Data) and, on rank 0, the whole validation set."""
-    import ray.train
-
-    batches = ray.train.get_dataset_shard(data.TRAIN).iter_batches(batch_format="pyarrow")
-    train = data.collect_shard(batches, training_set.C, training_set.T)
-    val = data.read_split_features(training_set, data.VAL) if rank == 0 else None
+    """This worker's training rows and, on rank 0, the whole validation set."""
+    train = data.read_features(
+        training_set, data.TRAIN, data.shard_ids(training_set, data.TRAIN, rank, world)
+    )
+    val = data.read_features(training_set, data.VAL) if rank == 0 else None
     return train, val
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's worker function: restore, train epoch by epoch, validate, checkpoint.
+    """Ray Train's worker function: restore, train epoch by epoch, validate, checkpoint, and
+    (rank 0) the final task.
 
     ``loop_config``: ``cfg`` (TrainConfig), ``model_cfg`` (the resolved model dict),
-    ``training_set`` (:class:`core.train.data.TrainingSet`).
+    ``training_set`` (:class:`core.train.data.TrainingSet`), ``output_uri``, and
+    ``fit_started_at`` (the driver's ``time.time()`` when it started the trainer).
     """
     import ray.train
     import ray.train.torch
 
     cfg: TrainConfig = loop_config["cfg"]
     training_set: data.TrainingSet = loop_config["training_set"]
+    timings = {"time_worker_start_s": time.time() - loop_config.get("fit_started_at", time.time())}
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     state = new_train_state(loop_config["model_cfg"], cfg, str(device))
+    graphs = step.graphs_apply(device, world, state.model)
+    if graphs:  # Adam's state on the device, for the captured step
+        state.optimizer, state.scheduler = build_optimizer(state.model, cfg.optim, True)
     _restore_from_ray(state)
     net = ray.train.torch.prepare_model(state.model)
-    train_rows, val_shard = _collect_shards(training_set, rank)
-    train_shard = to_device(train_rows, device)
+    start = time.perf_counter()
+    train_rows, val_shard = _read_rows(training_set, rank, world)
+    train_shard = to_device(train_rows, state.model, device)
+    timings["time_ingest_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    graphed = None
+    if graphs:
+        graphed = step.GraphedStep(
+            state.model, state.optimizer, train_shard, cfg.batch_size, cfg.dtype,
+            cfg.optim.grad_clip_max_norm, torch.Generator(device=device),
+        )  # fmt: skip
+    timings["time_graph_warmup_s"] = time.perf_counter() - start
+    best = BestEpoch.from_history(cfg.checkpoint.score, state.history)
     while state.epoch < last_epoch(cfg):
-        metrics = run_epoch(state, net, train_shard, cfg, rank, world)
-        val = None
+        metrics = run_epoch(state, net, train_shard, cfg, rank, world, graphed)
+        val, evaluation = None, None
         if rank == 0:
             start = time.perf_counter()
-            val = validate(state, val_shard, training_set, cfg.dtype, cfg.val_batch_size)
+            evaluation = evaluate_state(state, val_shard, training_set, cfg.dtype,
+                                        cfg.val_batch_size)  # fmt: skip
+            val = headline_of(evaluation)
             val["val_seconds"] = time.perf_counter() - start
         metrics.update(_broadcast(val))
         state.scheduler.step()
         state.epoch += 1
         metrics["epoch"] = state.epoch
         state.history.append({k: v for k, v in metrics.items() if _is_number(v)})
+        if rank == 0:
+            best.offer(state.epoch, metrics, state.model, evaluation)
+            if state.epoch == cfg.epochs and best.in_memory:
+                start = time.perf_counter()
+                sha = final_eval.write_outputs(
+                    best, state.history, loop_config["model_cfg"], training_set,
+                    loop_config["output_uri"], cfg,
+                )  # fmt: skip
+                metrics.update({FINAL_TASK: 1, "best_epoch": best.epoch, "best_sha256": sha})
+                timings["time_final_task_s"] = time.perf_counter() - start
+            metrics.update(timings)
+        start = time.perf_counter()
         _report(state, metrics, rank)
+        timings["time_report_s"] = timings.get("time_report_s", 0.0) + time.perf_counter() - start
 
 
 def _is_number(value: Any) -> bool:

@@ -1,5 +1,11 @@
 """The driver of a training run: data, Ray Train's TorchTrainer, then the final evaluation task.
 
+The workers do the work: each reads its own rows, rank 0 validates every epoch and, after the
+last one, writes best.pth, metrics.json and the figures from memory (:mod:`core.train.loop`).
+The driver exports and evaluates from the checkpoints only when rank 0 could not (a resumed
+run whose best epoch an earlier process trained; a run stopped by ``stop_after_epoch`` gets
+history and curves).
+
 Output layout (``OUTPUT`` is any URI Ray Train and :mod:`core.storage` both reach: a local
 path or ``s3://``)::
 
@@ -32,9 +38,10 @@ from mmengine.config import Config
 
 from core import config as config_lib
 from core import storage
+from core.eval.report import METRICS
 from core.train import data, final_eval
 from core.train.config import TrainConfig, fingerprint_dict, validate_train_config
-from core.train.loop import load_state_file, train_loop_per_worker
+from core.train.loop import FINAL_TASK, load_state_file, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,12 @@ class TrainSummary:
     best_epoch: int | None = None
     best_sha256: str | None = None
     metrics: dict[str, Any] | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds per phase: ``time_prepare_s`` (annotations, features index), ``time_fit_s``
+    (Ray Train, of which the workers': ``time_worker_start_s`` until the loop runs,
+    ``time_ingest_s`` reading the rows and computing targets, ``time_graph_warmup_s``,
+    ``time_final_task_s``, ``time_report_s``), ``time_after_fit_s``; per epoch see the
+    history (``train_seconds``, ``val_seconds``)."""
 
     @property
     def finished(self) -> bool:
@@ -135,16 +148,15 @@ def make_trainer(
     output_uri: str,
     train_loop: Callable[[dict], None] = train_loop_per_worker,
 ):
-    """A TorchTrainer over the training set's Ray datasets (nothing runs yet)."""
+    """A TorchTrainer (nothing runs yet). No Ray datasets: each worker reads its own rows."""
     import ray.train
-    from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
-    # preserve_order: the same files give each worker the same rows on every (re)start
-    options = ExecutionOptions(preserve_order=True)
+    loop_config = {"cfg": cfg, "model_cfg": model_cfg, "training_set": training_set,
+                   "output_uri": output_uri, "fit_started_at": time.time()}  # fmt: skip
     return TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg, "model_cfg": model_cfg, "training_set": training_set},
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,
@@ -160,23 +172,7 @@ def make_trainer(
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             **run_config_storage(output_uri),
         ),
-        datasets={data.TRAIN: data.features_dataset(training_set, data.TRAIN)},
-        dataset_config=ray.train.DataConfig(
-            datasets_to_split=[data.TRAIN], execution_options=options
-        ),
     )
-
-
-def warn_if_no_cpu_for_data(cfg: TrainConfig, cluster_cpus: float) -> None:
-    """Ray Data's read tasks need CPUs beyond the workers' share, or the run waits forever
-    (unless an autoscaler adds nodes)."""
-    taken = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
-    if cluster_cpus < taken + 1:
-        log.warning(
-            "the cluster has %g CPUs and %d workers take %g: Ray Data needs at least one more "
-            "to read the features, so training waits for more nodes (embedded: --num-cpus)",
-            cluster_cpus, cfg.scaling.num_workers, taken,
-        )  # fmt: skip
 
 
 def best_checkpoint(result, score: str):
@@ -207,8 +203,6 @@ def run_training(
         data.TrainDataError, config.ConfigError, TrainRunError: before anything runs.
         ray.train.TrainingFailedError: the workers failed more than ``max_failures`` times.
     """
-    import ray
-
     start = time.perf_counter()
     validate_train_config(cfg)
     features_uri, annotations_uri = absolute_uri(features_uri), absolute_uri(annotations_uri)
@@ -227,35 +221,69 @@ def run_training(
         training_set.counts()[data.TRAIN], training_set.counts()[data.VAL],
         len(training_set.class_names), training_set.C, training_set.T, cfg.scaling.num_workers,
     )  # fmt: skip
-    warn_if_no_cpu_for_data(cfg, ray.cluster_resources().get("CPU", 0.0))
+    timings = {"time_prepare_s": time.perf_counter() - start}
     result = make_trainer(cfg, model_cfg, training_set, output_uri, train_loop).fit()
+    timings["time_fit_s"] = time.perf_counter() - start - timings["time_prepare_s"]
+    reported = dict(result.metrics or {})
+    if reported.get(FINAL_TASK):  # rank 0 wrote every output after the last epoch
+        history = storage.read_json(storage.join(output_uri, final_eval.HISTORY))
+        summary = TrainSummary(output_uri, int(reported["epoch"]), cfg.epochs, 0.0, history)
+        summary.best_uri = storage.join(output_uri, final_eval.BEST)
+        summary.best_epoch, summary.best_sha256 = reported["best_epoch"], reported["best_sha256"]
+        if cfg.final_eval:
+            summary.metrics = storage.read_json(storage.join(output_uri, METRICS))
+    else:
+        summary = finish_from_checkpoints(cfg, result, model_cfg, training_set, output_uri)
+    summary.seconds = time.perf_counter() - start
+    timings["time_after_fit_s"] = (
+        summary.seconds - timings["time_fit_s"] - timings["time_prepare_s"]
+    )
+    summary.timings = {**timings, **{k: v for k, v in reported.items() if k.startswith("time_")}}
+    return summary
+
+
+def finish_from_checkpoints(
+    cfg: TrainConfig,
+    result,
+    model_cfg: dict[str, Any],
+    training_set: data.TrainingSet,
+    output_uri: str,
+) -> TrainSummary:
+    """The outputs of a run whose workers did not write them: one stopped early, or resumed
+    after its best epoch (whose weights only the checkpoints hold). Exports the best
+    checkpoint and evaluates it in a Ray task."""
+    import ray
+
     latest = _load_saved(result.checkpoint)
     summary = TrainSummary(output_uri, latest["epoch"], cfg.epochs, 0.0, latest["history"])
     storage.write_json(storage.join(output_uri, final_eval.HISTORY), summary.history)
     final_eval.write_training_curves(
         summary.history, storage.join(output_uri, final_eval.CURVES_PNG)
     )
-    if summary.finished:
-        checkpoint, metrics = best_checkpoint(result, cfg.checkpoint.score)
-        saved = latest if metrics["epoch"] == latest["epoch"] else _load_saved(checkpoint)
-        summary.best_uri = storage.join(output_uri, final_eval.BEST)
-        summary.best_epoch = int(saved["epoch"])
-        summary.best_sha256 = final_eval.export_best(
-            saved, model_cfg, training_set.class_names, summary.best_uri,
-            metrics={k: metrics[k] for k in metrics if isinstance(metrics[k], (int, float))},
-            seed=cfg.seed,
+    if not summary.finished:
+        return summary
+    checkpoint, metrics = best_checkpoint(result, cfg.checkpoint.score)
+    saved = latest if metrics["epoch"] == latest["epoch"] else _load_saved(checkpoint)
+    summary.best_uri = storage.join(output_uri, final_eval.BEST)
+    summary.best_epoch = int(saved["epoch"])
+    summary.best_sha256 = final_eval.export_best(
+        saved, model_cfg, training_set.class_names, summary.best_uri,
+        metrics={k: metrics[k] for k in metrics if _is_number(metrics[k])}, seed=cfg.seed,
+    )  # fmt: skip
+    if cfg.final_eval:
+        task = ray.remote(final_eval.final_evaluation).options(
+            num_cpus=1, num_gpus=1 if cfg.scaling.use_gpu else 0
+        )
+        device = "cuda" if cfg.scaling.use_gpu else "cpu"
+        summary.metrics = ray.get(
+            task.remote(summary.best_uri, training_set, output_uri, device, cfg.dtype,
+                        cfg.val_batch_size)
         )  # fmt: skip
-        if cfg.final_eval:
-            task = ray.remote(final_eval.final_evaluation).options(
-                num_cpus=1, num_gpus=1 if cfg.scaling.use_gpu else 0
-            )
-            device = "cuda" if cfg.scaling.use_gpu else "cpu"
-            summary.metrics = ray.get(
-                task.remote(summary.best_uri, training_set, output_uri, device, cfg.dtype,
-                            cfg.val_batch_size)
-            )  # fmt: skip
-    summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def summary_json(summary: TrainSummary) -> str:

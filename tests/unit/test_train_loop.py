@@ -48,7 +48,7 @@ def cfg(**kw) -> TrainConfig:
 
 
 def train(state, shard, c: TrainConfig, until: int) -> None:
-    rows = loop.to_device(shard, "cpu")
+    rows = loop.to_device(shard, state.model, "cpu")
     while state.epoch < until:
         loop.run_epoch(state, state.model, rows, c, rank=0, world=1)
         state.scheduler.step()
@@ -60,7 +60,7 @@ def test_training_learns_the_encoded_segments(corpus):
     c = cfg()
     state = loop.new_train_state(MODEL, c, "cpu")
     before = loop.validate(state, shards["val"], ts, "float32", 32)
-    rows = loop.to_device(shards["train"], "cpu")
+    rows = loop.to_device(shards["train"], state.model, "cpu")
     first = loop.run_epoch(state, state.model, rows, c, rank=0, world=1)
     state.epoch = 1
     train(state, shards["train"], c, until=12)
