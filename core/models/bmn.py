@@ -238,7 +238,7 @@ class BMNwActionCls(BMN):
         segments = [ds.gt_instances["gt_bbox"] for ds in batch_data_samples]
         labels = None
         if self.x_1d_cls is not None:
-            labels = [ds.gt_instances["gt_labels"] for ds in batch_data_samples]
+            labels = [_segment_labels(ds) for ds in batch_data_samples]
         gt_BG2, valid_BG, labels_BG = pad_ground_truth(segments, labels, batch_inputs.device)
         losses = self.compute_loss(
             self.forward_tensors(batch_inputs), self.make_targets(gt_BG2, valid_BG, labels_BG)
@@ -329,3 +329,18 @@ def build_bmn_cls(cfg: Mapping[str, Any]) -> BMNwActionCls:
     if missing:
         raise ValueError(f"missing model key(s) {missing}")
     return BMNwActionCls(**cfg)
+
+
+def _segment_labels(data_sample: Any) -> torch.Tensor:
+    """``gt_instances['gt_labels']``, or an error that says how a pipeline provides them."""
+    gt = data_sample.gt_instances
+    if "gt_labels" not in gt:
+        raise ValueError(
+            "BMNwActionCls's action head trains on per-segment labels, but the data sample "
+            f"has none (gt_instances holds {sorted(gt.keys())}). MMAction2's ActivityNet "
+            "pipeline packs no labels: add dict(type='GenerateSegmentLabels', "
+            "classes=<label_map.txt or a list>) after GenerateLocalizationLabels and "
+            "'gt_labels' to PackLocalizationInputs' keys (custom_imports: core.mmaction; see "
+            "configs/mmaction2/), or set num_action_classes=0 for BMN alone."
+        )
+    return gt["gt_labels"]

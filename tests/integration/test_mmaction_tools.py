@@ -141,10 +141,6 @@ def test_segment_labels_follow_the_label_map_and_name_unknown_labels():
         )
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AttributeError,
-    reason="BMNwActionCls.loss reads gt_instances['gt_labels'] without a check (core/models)",
-)  # fmt: skip
 def test_model_without_labels_says_which_transform_to_add():
     """MMAction2's own ActivityNet pipeline packs no labels: the model must say what to add."""
     from mmaction.datasets.transforms import PackLocalizationInputs

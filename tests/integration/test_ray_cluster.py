@@ -99,7 +99,7 @@ def test_extract_runs_unchanged_on_a_cluster(cluster, tmp_path):
 
 
 def test_train_runs_unchanged_on_a_cluster(cluster, tmp_path):
-    from core.train import synthetic
+    from core.train import synthetic_features as synthetic
 
     C = T = 16
     annotations = synthetic.write_synthetic(str(tmp_path / "feats"), 32, C, T, num_classes=3)
