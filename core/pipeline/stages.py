@@ -139,15 +139,42 @@ class SnippetFeatures:
         if not pending:
             return
         clips_NTHWC = np.concatenate([c for _, c in pending], axis=0)
-        try:
-            feats_NC = self.extractor.extract(clips_NTHWC)
-        except Exception as e:
-            raise RecognizerError(f"the recognizer failed on {len(clips_NTHWC)} snippets") from e
+        feats_NC = _extract_retrying_oom(self.extractor, clips_NTHWC)
         start = 0
         for i, clips in pending:
             feats[i].append(feats_NC[start : start + len(clips)])
             start += len(clips)
         pending.clear()
+
+
+OOM_ATTEMPTS = 3
+"""Tries of a recognizer batch that ran out of GPU memory (another actor's peak may pass)."""
+
+
+def _extract_retrying_oom(extractor, clips_NTHWC: np.ndarray) -> np.ndarray:
+    """``extractor.extract``, retrying with backoff when the GPU runs out of memory.
+
+    Raises:
+        RecognizerError: the recognizer failed (any other error at once; out of memory after
+            :data:`OOM_ATTEMPTS` tries): a job-level failure, not a video's.
+    """
+    import torch
+
+    for attempt in range(OOM_ATTEMPTS):
+        try:
+            return extractor.extract(clips_NTHWC)
+        except torch.cuda.OutOfMemoryError as e:
+            if attempt == OOM_ATTEMPTS - 1:
+                raise RecognizerError(
+                    f"the GPU ran out of memory {OOM_ATTEMPTS} times on {len(clips_NTHWC)} "
+                    "snippets: lower extractor.batch_size or the actors per GPU"
+                ) from e
+            log.warning("the GPU ran out of memory on %d snippets; retrying", len(clips_NTHWC))
+            torch.cuda.empty_cache()
+            time.sleep(1.0 * 2**attempt)
+        except Exception as e:
+            raise RecognizerError(f"the recognizer failed on {len(clips_NTHWC)} snippets") from e
+    raise AssertionError("unreachable")
 
 
 def _fetch(stack: contextlib.ExitStack, uri: str) -> str:

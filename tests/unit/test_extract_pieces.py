@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pathlib
 
+import numpy as np
 import pytest
 
 from core import config
 from core.features import ExtractorConfig
 from core.io.checkpoint import file_sha256
-from core.pipeline import driver, inputs
+from core.pipeline import driver, inputs, stages
 from core.pipeline.config import ExtractConfig, check_shapes
 
 
@@ -121,3 +122,33 @@ def test_moved_and_invalid_keys_say_where(tmp_path):
         config.load(demo, ExtractConfig, {"sampling.crop_size": 300})
     with pytest.raises(config.ConfigError, match=r"key 'extractor'.*num_actors must be >= 1"):
         config.load(demo, ExtractConfig, {"extractor.num_actors": 0})
+
+
+class _FlakyExtractor:
+    """Runs out of GPU memory ``ooms`` times, then works; or fails another way."""
+
+    def __init__(self, ooms: int, error: Exception | None = None) -> None:
+        self.ooms, self.error, self.calls = ooms, error, 0
+
+    def extract(self, clips):
+        import torch
+
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        if self.calls <= self.ooms:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return np.ones((len(clips), 2), np.float32)
+
+
+def test_recognizer_out_of_memory_is_retried_other_failures_fail_the_job(monkeypatch):
+    monkeypatch.setattr(stages.time, "sleep", lambda s: None)
+    clips = np.zeros((3, 1, 4, 4, 3), np.uint8)
+    flaky = _FlakyExtractor(ooms=2)
+    assert stages._extract_retrying_oom(flaky, clips).shape == (3, 2) and flaky.calls == 3
+    with pytest.raises(stages.RecognizerError, match="out of memory 3 times"):
+        stages._extract_retrying_oom(_FlakyExtractor(ooms=5), clips)
+    broken = _FlakyExtractor(0, ValueError("bad weights"))
+    with pytest.raises(stages.RecognizerError, match="failed on 3 snippets"):
+        stages._extract_retrying_oom(broken, clips)
+    assert broken.calls == 1
