@@ -90,7 +90,7 @@ def test_extract_runs_unchanged_on_a_cluster(cluster, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "succeeded" in result.stdout
-    assert "2 ok, 0 failed" in result.stdout
+    assert "2 ok (0 damaged), 0 failed" in result.stdout
     rows = duckdb.sql(
         f"SELECT count(DISTINCT video_id) FROM read_parquet('{out}/proposals/**/*.parquet', "
         "hive_partitioning=true)"
