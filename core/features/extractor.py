@@ -79,17 +79,20 @@ class FeatureExtractor:
         return head.num_classes if self.cfg.output == "scores" else head.in_channels
 
     @torch.inference_mode()
-    def extract(self, clips_NTHWC: np.ndarray) -> np.ndarray:
+    def extract(self, clips_NTHWC: np.ndarray | torch.Tensor) -> np.ndarray:
         """Features of each snippet, independent of how snippets are batched.
 
         Args:
             clips_NTHWC: uint8 RGB snippets, shape ``(N, T, H, W, 3)``, as
-                :class:`core.video.SnippetBatch` holds them; N may be 0.
+                :class:`core.video.SnippetBatch` holds them; N may be 0. A numpy array is
+                copied to the device; a torch tensor already there (NVDEC's clips) is used
+                where it lies, with no round trip through host memory.
 
         Returns:
             float32 array ``(N, feature_dim)``.
         """
-        clips_NTHWC = np.asarray(clips_NTHWC)
+        if not isinstance(clips_NTHWC, torch.Tensor):
+            clips_NTHWC = np.asarray(clips_NTHWC)
         if clips_NTHWC.ndim != 5 or clips_NTHWC.shape[-1] != 3:
             raise ValueError(f"expected (N, T, H, W, 3) clips, got shape {clips_NTHWC.shape}")
         if len(clips_NTHWC) == 0:
@@ -98,10 +101,13 @@ class FeatureExtractor:
         parts = [self._forward(clips_NTHWC[i : i + step]) for i in range(0, len(clips_NTHWC), step)]
         return np.concatenate(parts)
 
-    def _forward(self, clips_NTHWC: np.ndarray) -> np.ndarray:
-        if not clips_NTHWC.flags.writeable:  # Ray hands out read-only views; torch wants to own
-            clips_NTHWC = clips_NTHWC.copy()
-        x_NTHWC = torch.from_numpy(np.ascontiguousarray(clips_NTHWC)).to(self.device)
+    def _forward(self, clips_NTHWC: np.ndarray | torch.Tensor) -> np.ndarray:
+        if isinstance(clips_NTHWC, torch.Tensor):
+            x_NTHWC = clips_NTHWC.to(self.device)  # no copy when it is there already
+        else:
+            if not clips_NTHWC.flags.writeable:  # Ray hands out read-only views; torch owns
+                clips_NTHWC = clips_NTHWC.copy()
+            x_NTHWC = torch.from_numpy(np.ascontiguousarray(clips_NTHWC)).to(self.device)
         x_NTHWC = (x_NTHWC.float() - self.mean_C) / self.std_C
         n, t, h, w, c = x_NTHWC.shape
         if self.is_3d:  # a permuted view: NCTHW shape with channels-last-3d strides

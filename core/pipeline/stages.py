@@ -11,6 +11,15 @@ together, a barrier that stops streaming and resuming. In the actor, the decoder
 and memory is bounded by one batch. The GPU is shared by fractional ``num_gpus``; its work per
 snippet is a small fraction of the decode work, so many decoding actors keep it busy.
 
+Where :class:`SnippetFeatures` decodes is ``cfg.sampling.decoder`` (:mod:`core.video.backend`):
+``"cpu"`` (PyAV, numpy clips copied to the recognizer), ``"nvdec"`` (the actor's GPU decodes,
+clips stay on it; the actor fails at start if it cannot: it needs ``extractor.num_gpus > 0``,
+PyNvVideoCodec and the driver's ``libnvcuvid``) or ``"auto"`` (NVDEC where the actor can, else
+the CPU). A job of two actor pools, one decoding on CPUs and one with NVDEC, builds each pool's
+actors from the same config with only ``sampling.decoder`` replaced
+(``dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, decoder="nvdec"))``);
+both pools write identical rows for the same video, up to the features' resampling tolerance.
+
 Shape legend: B videos in a batch, N snippets, C feature channels, T positions, P proposals.
 """
 
@@ -66,6 +75,7 @@ class SnippetFeatures:
         import torch
 
         from core.features.extractor import FeatureExtractor
+        from core.video import SnippetDecoder
 
         self.cfg = cfg
         limit_cpu_threads(max(1, cfg.sampling.decode_threads))
@@ -77,6 +87,7 @@ class SnippetFeatures:
             allow_pickle=cfg.checkpoint.allow_pickle,
         )
         self.feat_dim = self.extractor.feature_dim
+        self.decoder = SnippetDecoder(cfg.sampling, device=str(self.extractor.device))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from core.features.rescale import rescale_features
@@ -105,7 +116,7 @@ class SnippetFeatures:
 
     def _decode(self, i: int, uri: str, facts: _VideoFacts, pending, feats) -> None:
         """Streams video ``i`` into ``pending``; records its facts or its error."""
-        from core.video import VideoDecodeError, iter_snippets
+        from core.video import VideoDecodeError
 
         batch_size = self.cfg.extractor.batch_size
         with contextlib.ExitStack() as stack:
@@ -119,7 +130,7 @@ class SnippetFeatures:
                 return
             try:
                 last = None
-                for snippets in iter_snippets(path, self.cfg.sampling):
+                for snippets in self.decoder.iter_snippets(path):
                     pending.append((i, snippets.clips_NTHWC))
                     last = snippets
                     if sum(len(c) for _, c in pending) >= batch_size:
@@ -134,17 +145,28 @@ class SnippetFeatures:
             else:
                 facts.succeed(i, last)
 
-    def _flush(self, pending: list[tuple[int, np.ndarray]], feats) -> None:
-        """Runs the recognizer over the pending snippets (of one or more videos)."""
+    def _flush(self, pending: list, feats) -> None:
+        """Runs the recognizer over the pending snippets (of one or more videos): numpy clips
+        from the CPU decoder, CUDA tensors from NVDEC, or both (a video NVDEC left to the CPU)."""
         if not pending:
             return
-        clips_NTHWC = np.concatenate([c for _, c in pending], axis=0)
+        clips_NTHWC = self._concatenate([c for _, c in pending])
         feats_NC = _extract_retrying_oom(self.extractor, clips_NTHWC)
         start = 0
         for i, clips in pending:
             feats[i].append(feats_NC[start : start + len(clips)])
             start += len(clips)
         pending.clear()
+
+    @staticmethod
+    def _concatenate(clips: list):
+        """One batch of clips: numpy if all are, else a tensor where the tensors lie."""
+        import torch
+
+        tensors = [c for c in clips if isinstance(c, torch.Tensor)]
+        if not tensors:
+            return np.concatenate(clips, axis=0)
+        return torch.cat([torch.as_tensor(c).to(tensors[0].device) for c in clips], dim=0)
 
 
 OOM_ATTEMPTS = 3

@@ -20,12 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import av
 import numpy as np
 
 from core.video.probe import VideoInfo
 from core.video.transforms import frame_to_crop
+
+if TYPE_CHECKING:
+    import torch
+
+DECODERS = ("auto", "cpu", "nvdec")
+"""Values of :attr:`SamplingConfig.decoder`."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,19 @@ class SamplingConfig:
     decode_threads: int = 1
     """FFmpeg decoder threads per video: 1, the CPU that one extract actor reserves, so that
     parallel actors do not oversubscribe the node; 0 = one per core (FFmpeg's choice)."""
+    decoder: Literal["auto", "cpu", "nvdec"] = "cpu"
+    """Where videos are decoded (:mod:`core.video.backend`): ``"cpu"`` (PyAV, the default),
+    ``"nvdec"`` (the GPU's hardware decoder through PyNvVideoCodec; an actor that cannot use
+    it fails at start) or ``"auto"`` (NVDEC where the actor has a CUDA GPU, PyNvVideoCodec and
+    the driver's ``libnvcuvid``, else the CPU, saying why once). With NVDEC, a video whose
+    stream it cannot decode (codec, bit depth, chroma, size) is decoded on the CPU."""
 
     def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         for field in dataclasses.fields(self):
+            if field.name == "decoder":
+                continue
             value = getattr(self, field.name)
             minimum = 0 if field.name == "decode_threads" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -70,17 +87,36 @@ class SamplingConfig:
 
     def num_snippets(self, num_frames: int) -> int:
         """Snippets that a video of ``num_frames`` frames yields (0 frames: 0)."""
-        if num_frames <= 0:
-            return 0
-        return max(1, len(range(self.clip_interval // 2, num_frames, self.clip_interval)))
+        return len(snippet_frames(self, num_frames)[0])
+
+
+def snippet_frames(cfg: SamplingConfig, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which frames make which snippet of a video of ``num_frames`` frames: the one index
+    computation of both decoders (:class:`SnippetAssembler` streams it, the NVDEC decoder asks
+    for these frames by index).
+
+    Returns:
+        ``center_N`` (int64 centre frame of each snippet, ``clip_interval // 2 + k *
+        clip_interval < num_frames``, or the middle frame of a video too short for one) and
+        ``frames_NT`` (int64 frame index of each slot, ``center + frame_offsets()`` clipped to
+        ``[0, num_frames - 1]``); both empty for 0 frames.
+    """
+    if num_frames <= 0:
+        return np.zeros(0, np.int64), np.zeros((0, cfg.clip_len), np.int64)
+    center_N = np.arange(cfg.clip_interval // 2, num_frames, cfg.clip_interval, dtype=np.int64)
+    if len(center_N) == 0:  # too short for MMAction2's first centre: one on the middle frame
+        center_N = np.array([(num_frames - 1) // 2], dtype=np.int64)
+    frames_NT = np.clip(center_N[:, None] + cfg.frame_offsets()[None, :], 0, num_frames - 1)
+    return center_N, frames_NT
 
 
 @dataclass
 class SnippetBatch:
     """Up to ``batch_size`` consecutive snippets of one video, in order."""
 
-    clips_NTHWC: np.ndarray
-    """uint8 RGB clips, shape ``(N, T, H, W, 3)``, not normalised."""
+    clips_NTHWC: np.ndarray | torch.Tensor
+    """uint8 RGB clips, shape ``(N, T, H, W, 3)``, not normalised: a numpy array from the CPU
+    decoder, a CUDA tensor from NVDEC (:mod:`core.video.nvdec`)."""
     snippet_index_N: np.ndarray
     """int64 position of each snippet in the video's snippet sequence (0, 1, ...)."""
     center_frame_N: np.ndarray
@@ -212,10 +248,9 @@ class SnippetAssembler:
         )
 
     def _short_video_snippet(self) -> Snippet:
-        total = self.num_frames
-        center = (total - 1) // 2
-        indices = np.clip(center + self.offsets_T, 0, total - 1)
-        frames = [self.head[i][0] for i in indices]
+        center_N, frames_NT = snippet_frames(self.cfg, self.num_frames)
+        center = int(center_N[0])
+        frames = [self.head[i][0] for i in frames_NT[0]]
         return Snippet(0, center, frames, self.head[center][1])
 
     def _center(self, k: int) -> int:

@@ -20,7 +20,7 @@ def frame_to_crop(frame: av.VideoFrame, short_side: int, crop_size: int) -> np.n
     Display rotation (phone videos) is applied as ``ffmpeg``'s autorotation does.
     """
     rgb_HWC = frame.to_ndarray(format="rgb24")
-    turns = _quarter_turns(frame.rotation or 0)
+    turns = quarter_turns(frame.rotation or 0)
     if turns:
         rgb_HWC = np.rot90(rgb_HWC, turns)
     return resize_crop(rgb_HWC, short_side, crop_size)
@@ -36,14 +36,24 @@ def resize_crop(
     unless ``interpolation`` names another OpenCV flag; the crop takes
     ``left = (w - crop) // 2`` and ``top = (h - crop) // 2``.
     """
-    h, w = img_HWC.shape[:2]
-    scale = short_side / min(h, w)
-    new_w, new_h = int(w * scale + 0.5), int(h * scale + 0.5)
+    new_h, new_w = resized_size(*img_HWC.shape[:2], short_side)
     img_HWC = cv2.resize(np.ascontiguousarray(img_HWC), (new_w, new_h), interpolation=interpolation)
-    top, left = (new_h - crop_size) // 2, (new_w - crop_size) // 2
+    top, left = crop_origin(new_h, new_w, crop_size)
     return np.ascontiguousarray(img_HWC[top : top + crop_size, left : left + crop_size])
 
 
-def _quarter_turns(rotation: float) -> int:
+def resized_size(h: int, w: int, short_side: int) -> tuple[int, int]:
+    """``(new_h, new_w)`` of an ``h x w`` image resized to ``short_side``, as
+    ``mmcv.rescale_size``: scale ``short_side / min(h, w)``, sides ``int(side * scale + 0.5)``."""
+    scale = short_side / min(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def crop_origin(h: int, w: int, crop_size: int) -> tuple[int, int]:
+    """``(top, left)`` of the centre crop of an ``h x w`` image, as MMAction2's ``CenterCrop``."""
+    return (h - crop_size) // 2, (w - crop_size) // 2
+
+
+def quarter_turns(rotation: float) -> int:
     """``np.rot90`` turns that show a frame as ffmpeg's autorotation does."""
     return round(rotation / 90) % 4
