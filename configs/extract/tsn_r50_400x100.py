@@ -1,15 +1,24 @@
 # Production extract config: the ActivityNet layout, 400 x 100.
 # TSN-R50 Kinetics-400 class scores per 16-frame snippet (as ActivityNet's csv_mean_100
 # features), rescaled to T=100 positions, then BMN with a 200-class action head; laid out for
-# one 16-core node with one GPU (configs/_base_/runtime/extract_gpu_node.py).
+# one 16-core node with one GPU and its NVDEC (configs/_base_/runtime/extract_gpu_node.py).
 _base_ = [
     "../_base_/models/tsn_r50_kinetics400.py",
     "../_base_/models/bmn_cls_400x100.py",
     "../_base_/runtime/extract_gpu_node.py",
 ]
 
+# decoder "auto": the pool's NVDEC actors decode with NVDEC where the node has it, the others
+# on the CPU (configs/_base_/runtime/extract_gpu_node.py)
 sampling = dict(
-    clip_len=1, clip_interval=16, frame_interval=1, short_side=256, crop_size=256, batch_size=32
+    clip_len=1,
+    clip_interval=16,
+    frame_interval=1,
+    short_side=256,
+    crop_size=256,
+    batch_size=32,
+    decoder="auto",
 )
 
-extractor = dict(batch_size=128, num_actors=14, num_gpus=0.07, dtype="bfloat16", videos_per_call=2)
+# 14 CPU-decoding actors + 6 NVDEC ones, 4.8% of the GPU each; one video a call
+extractor = dict(batch_size=128, num_actors=14, num_gpus=0.048, dtype="bfloat16", videos_per_call=1)

@@ -24,3 +24,18 @@ PROPOSAL_VALID = "proposal_valid_P"  # bool: a real proposal (fewer than P may e
 NUM_PROPOSALS = "num_proposals"  # int32
 COMMITTED = "committed"  # bool: this batch published the video's rows
 BATCH_ID = "batch_id"
+# where the time went, float64 seconds per row: the share of its stage's call that this row
+# took (the call's seconds over its rows), so that sums over rows are busy times per stage
+SECONDS_FEATURES = "seconds_features"  # the feature actor's call: fetch, decode, recognizer
+SECONDS_RECOGNIZER = "seconds_recognizer"  # of which the recognizer (GPU work and waiting)
+SECONDS_LOCALIZER = "seconds_localizer"
+SECONDS_WRITE = "seconds_write"  # the writer: Parquet and commit
+DECODER = "decoder"  # "cpu" or "nvdec": what decoded the video
+ACTOR_START_SECONDS = "actor_start_seconds"  # an actor's start-up, on its first row only
+BUSY_COLUMNS = {
+    "features": SECONDS_FEATURES,
+    "recognizer": SECONDS_RECOGNIZER,
+    "localizer": SECONDS_LOCALIZER,
+    "write": SECONDS_WRITE,
+}
+"""Stage name → its seconds column (``decode`` is features less recognizer)."""

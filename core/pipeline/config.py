@@ -3,7 +3,8 @@
 Sections: ``sampling`` (:class:`core.video.SamplingConfig`), ``extractor``
 (:class:`core.features.ExtractorConfig`), ``model`` (the localizer's MMAction2-style model dict,
 as in jobs.train's config and MMAction2's own configs), ``localizer`` (how it runs),
-``checkpoint`` and ``storage`` (:mod:`core.config`).
+``pipeline`` (how the stages are laid out on the nodes), ``checkpoint`` and ``storage``
+(:mod:`core.config`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,46 @@ class LocalizerSection:
 
 
 @dataclasses.dataclass
+class PipelineSection:
+    """How the feature actors share a node's CPUs and its GPU's video decoders.
+
+    The feature actors form one pool: ``extractor.num_actors`` decode on the CPU (one CPU
+    each) and ``nvdec_actors_per_node`` more on each GPU node decode with NVDEC
+    (``sampling.decoder='nvdec'``). Ray Data hands each video to whichever actor has room,
+    so the faster decoders take the larger share, and every video is still committed once.
+    """
+
+    nvdec_actors_per_node: int = 0
+    """Feature actors per GPU node that decode with NVDEC besides the CPU-decoding ones; 0:
+    every actor decodes as ``sampling.decoder`` says."""
+    nvdec_num_cpus: float = 0.25
+    """CPU that one NVDEC-decoding actor needs (demuxing, cropping on the GPU, the
+    recognizer's host side): the pool's actors reserve the average of theirs."""
+    tasks_in_flight_per_actor: int = 2
+    """Calls queued on an actor (one runs, the rest wait so it never idles); more lengthens
+    the tail, where one actor still works through its queue while the others are done."""
+    write_num_cpus: float = 0.5
+    """CPU that one write task reserves (Parquet encoding and the commit: short bursts)."""
+    warm_up: bool = True
+    """Each feature actor runs one recognizer batch while it starts, so that CUDA's kernels
+    load while the pool starts rather than in the first videos' batches."""
+
+    def __post_init__(self) -> None:
+        if self.nvdec_actors_per_node < 0:
+            raise ValueError(
+                f"nvdec_actors_per_node must be >= 0, got {self.nvdec_actors_per_node}"
+            )
+        if not 0 < self.nvdec_num_cpus <= 1:
+            raise ValueError(f"nvdec_num_cpus must be in (0, 1], got {self.nvdec_num_cpus}")
+        if not 0 < self.write_num_cpus <= 1:
+            raise ValueError(f"write_num_cpus must be in (0, 1], got {self.write_num_cpus}")
+        if self.tasks_in_flight_per_actor < 1:
+            raise ValueError(
+                f"tasks_in_flight_per_actor must be >= 1, got {self.tasks_in_flight_per_actor}"
+            )
+
+
+@dataclasses.dataclass
 class ExtractConfig:
     """The extract job's config schema."""
 
@@ -50,6 +91,7 @@ class ExtractConfig:
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
     temporal_dim: int = 100
     """T: positions each video's features are rescaled to."""
+    pipeline: PipelineSection = dataclasses.field(default_factory=PipelineSection)
     write_batch_size: int = 64
     """Videos per committed Parquet file."""
     seed: int = 0

@@ -2,11 +2,19 @@
 
 Ray Data stages (one row per video throughout)::
 
-    inputs ──► stages.SnippetFeatures (actor pool; decode on its CPU, recognizer on its GPU share)
+    inputs ──► pools.FeatureActor     (actor pool; decode on its CPU or with NVDEC, recognizer
+                                       on its GPU share: stages.SnippetFeatures)
            ──► stages.LabelledProposals (actor pool; batched BMN-with-classification + Soft-NMS)
            ──► writer.write_batch     (task; features/proposals/errors Parquet + commit marker)
 
 A broken video becomes one ``errors/`` row naming its stage and cause; the run goes on.
+
+Where the time goes is in the run record: ``seconds_to_first_commit`` (start-up: Ray Data's
+plan, the actors' start, the first batches through every stage), ``busy_seconds`` (each stage's
+seconds summed over its calls; ``decode`` is the feature actors' time outside the recognizer),
+``actor_start_seconds`` and ``videos_by_decoder``. The progress stream is this module's logger:
+an INFO line every ``progress_every_s`` and a DEBUG record per committed batch whose
+``committed`` and ``total`` attributes give the count.
 """
 
 from __future__ import annotations
@@ -15,11 +23,13 @@ import dataclasses
 import logging
 import time
 
+import numpy as np
+
 from core import storage
 from core.io import commits, index, leases, runs, tables
 from core.io.checkpoint import file_sha256
 from core.pipeline import columns as col
-from core.pipeline import config, stages, writer
+from core.pipeline import config, pools, stages, writer
 from core.pipeline.config import ExtractConfig
 from core.pipeline.inputs import VideoInput
 
@@ -36,6 +46,13 @@ class ExtractSummary(runs.RunSummary):
     num_retried: int
     """Failed videos whose error rows ``--retry-failed`` took back to process them again."""
     num_proposals: int
+    seconds_to_first_commit: float | None = None
+    """From the start of the run to its first committed batch (None: nothing committed)."""
+    busy_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds each stage worked, summed over its actors' calls: ``decode`` (fetch, decode,
+    snippets; the feature actors' time outside the recognizer), ``recognizer``,
+    ``localizer``, ``write``."""
+    videos_by_decoder: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def fingerprint(
@@ -54,8 +71,11 @@ def fingerprint(
     import json
 
     on_gpu = {"extractor": cfg.extractor.num_gpus > 0, "localizer": cfg.localizer.num_gpus > 0}
+    # the decoder is not decisive: NVDEC and the CPU cut the same snippets, their pixels
+    # differ by colour-conversion rounding (core.video.nvdec), and one run may use both
     decisive = {
-        "sampling": dataclasses.asdict(cfg.sampling) | {"batch_size": None, "decode_threads": None},
+        "sampling": dataclasses.asdict(cfg.sampling)
+        | {"batch_size": None, "decode_threads": None, "decoder": None},
         "extractor": {k: getattr(cfg.extractor, k) for k in ("model", "output")},
         "extractor_checkpoint": extractor_sha256,
         "extractor_dtype": cfg.extractor.dtype if on_gpu["extractor"] else "float32",
@@ -148,7 +168,8 @@ def run_extract(
             if attempt:
                 log.info("pass %d: %d videos left (storage failures or retried tasks)",
                          attempt + 1, len(left))  # fmt: skip
-            _run_pass(cfg, ctx, left, localizer_checkpoint, counts, done_log, progress_every_s)
+            _run_pass(cfg, ctx, left, localizer_checkpoint, counts, done_log, progress_every_s,
+                      t0, f"{run_id}-{attempt}")  # fmt: skip
             done_log.flush()
             commits.recover(output_uri, own_run=run_id)  # this run's dead task attempts
             left = [v for v in left if v.video_id not in counts.committed]
@@ -167,12 +188,19 @@ def run_extract(
         num_proposals=counts.proposals,
         seconds=seconds,
         errors_by_stage=counts.by_stage,
+        seconds_to_first_commit=counts.first_commit_s,
+        busy_seconds=counts.busy_seconds(),
+        videos_by_decoder=dict(counts.by_decoder),
     )
     record.update(
         status="finished",
         **{k: v for k, v in dataclasses.asdict(summary).items() if k.startswith("num_")},
         errors_by_stage=counts.by_stage,
         seconds=round(seconds, 3),
+        seconds_to_first_commit=counts.first_commit_s,
+        busy_seconds=summary.busy_seconds,
+        actor_start_seconds=counts.actor_starts(),
+        videos_by_decoder=summary.videos_by_decoder,
         videos_left=[v.video_id for v in left[:1000]],
     )
     storage.write_json(runs.record_uri(output_uri, run_id), record)
@@ -187,8 +215,31 @@ class _Counts:
     proposals: int = 0
     by_stage: dict[str, int] = dataclasses.field(default_factory=dict)
     committed: set[str] = dataclasses.field(default_factory=set)
+    first_commit_s: float | None = None
+    busy: dict[str, float] = dataclasses.field(default_factory=dict)
+    by_decoder: dict[str, int] = dataclasses.field(default_factory=dict)
+    starts: list[float] = dataclasses.field(default_factory=list)
+
+    def busy_seconds(self) -> dict[str, float]:
+        out = {k: round(v, 3) for k, v in self.busy.items()}
+        if "features" in out:
+            out["decode"] = round(out.pop("features") - out.get("recognizer", 0.0), 3)
+        return out
+
+    def actor_starts(self) -> dict[str, float]:
+        if not self.starts:
+            return {}
+        a = np.asarray(self.starts)
+        return {"actors": len(a), "min": round(float(a.min()), 3),
+                "median": round(float(np.median(a)), 3), "max": round(float(a.max()), 3)}  # fmt: skip
 
     def add(self, summary: dict) -> None:
+        for stage, name in col.BUSY_COLUMNS.items():
+            if name in summary:
+                self.busy[stage] = self.busy.get(stage, 0.0) + float(summary[name].sum())
+        if col.ACTOR_START_SECONDS in summary:
+            starts = summary[col.ACTOR_START_SECONDS]
+            self.starts.extend(float(v) for v in starts[starts > 0])
         mine = summary[col.COMMITTED].astype(bool)
         ok = summary[col.OK].astype(bool)
         self.ok += int((mine & ok).sum())
@@ -197,6 +248,9 @@ class _Counts:
         self.proposals += int(summary[col.NUM_PROPOSALS][mine].sum())
         for stage in summary[col.ERROR_STAGE][mine & ~ok]:
             self.by_stage[str(stage)] = self.by_stage.get(str(stage), 0) + 1
+        if col.DECODER in summary:
+            for decoder in summary[col.DECODER][mine & ok]:
+                self.by_decoder[str(decoder)] = self.by_decoder.get(str(decoder), 0) + 1
         self.committed.update(str(v) for v in summary[tables.VIDEO_ID][mine])
 
 
@@ -208,19 +262,33 @@ def _run_pass(
     counts: _Counts,
     done_log: index.IndexWriter,
     progress_every_s: float,
+    t0: float,
+    pass_id: str,
 ) -> None:
     """One Ray Data pass over ``videos``: decode + features → proposals → commits."""
+    import math
+
     import ray
     from ray.data import ActorPoolStrategy
 
-    ds = ray.data.from_items([{tables.VIDEO_ID: v.video_id, tables.URI: v.uri} for v in videos])
+    pool = pools.layout(cfg, pools.gpu_node_count() if cfg.pipeline.nvdec_actors_per_node else 0)
+    rows = [{tables.VIDEO_ID: v.video_id, tables.URI: v.uri} for v in videos]
+    # one block per call: Ray Data hands whole blocks to an actor, so larger blocks would
+    # queue several calls' videos on one actor and lengthen the tail
+    per_call = cfg.extractor.videos_per_call
+    ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_call))
+    # a write task that fails (a storage error) is retried; its commits are idempotent
+    ds.context.retried_map_errors = [writer.WriteBatchError.__name__]
+    ds.context.max_map_retries = WRITE_RETRIES
     ds = ds.map_batches(
-        stages.SnippetFeatures,
-        fn_constructor_kwargs={"cfg": cfg},
-        batch_size=cfg.extractor.videos_per_call,
-        compute=ActorPoolStrategy(size=cfg.extractor.num_actors),
-        num_cpus=1,
-        num_gpus=cfg.extractor.num_gpus,
+        pools.FeatureActor,
+        fn_constructor_kwargs={"cfg": cfg, "slots_dir": pass_id if pool.nvdec_per_node else None},
+        batch_size=per_call,
+        compute=ActorPoolStrategy(
+            size=pool.size, max_tasks_in_flight_per_actor=cfg.pipeline.tasks_in_flight_per_actor
+        ),
+        num_cpus=pool.num_cpus,
+        num_gpus=pool.num_gpus,
     )
     ds = ds.map_batches(
         stages.LabelledProposals,
@@ -230,13 +298,11 @@ def _run_pass(
         num_cpus=1 if cfg.localizer.num_gpus == 0 else 0,
         num_gpus=cfg.localizer.num_gpus,
     )
-    # a write task that fails (a storage error) is retried; its commits are idempotent
     ds = ds.map_batches(
         writer.write_batch,
         fn_kwargs={"ctx": ctx},
         batch_size=cfg.write_batch_size,
-        max_retries=4,
-        retry_exceptions=True,
+        num_cpus=cfg.pipeline.write_num_cpus,
     )
     last_log = time.perf_counter()
     for summary in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -244,6 +310,16 @@ def _run_pass(
         mine = summary[col.COMMITTED].astype(bool)
         done_log.add(summary[tables.VIDEO_ID][mine], summary[col.BATCH_ID][mine],
                   summary[col.OK][mine])  # fmt: skip
+        if counts.first_commit_s is None and mine.any():
+            counts.first_commit_s = round(time.perf_counter() - t0, 3)
+            log.info("first batch committed %.1f s after the start", counts.first_commit_s)
+        n = len(counts.committed)
+        log.debug("committed %d/%d videos", n, len(videos), extra={"committed": n,
+                  "total": len(videos)})  # fmt: skip
         if time.perf_counter() - last_log > progress_every_s:
-            log.info("progress: %d/%d videos committed", len(counts.committed), len(videos))
+            log.info("progress: %d/%d videos committed", n, len(videos))
             last_log = time.perf_counter()
+
+
+WRITE_RETRIES = 4
+"""Retries of a write task whose storage failed (Ray Data backs off between them)."""

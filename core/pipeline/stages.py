@@ -182,6 +182,26 @@ def _extract_retrying_oom(extractor, clips_NTHWC: np.ndarray) -> np.ndarray:
     """
     import torch
 
+    started = time.perf_counter()
+    try:
+        return _extract_with_oom_retries(extractor, clips_NTHWC, torch)
+    finally:
+        recognizer_clock.seconds += time.perf_counter() - started
+
+
+class _Clock:
+    """Seconds a process spent in one kind of work (an actor runs one call at a time)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
+recognizer_clock = _Clock()
+"""Seconds this process spent in the recognizer (:func:`_extract_retrying_oom`), read by
+:class:`core.pipeline.pools.FeatureActor` for the run's per-stage busy times."""
+
+
+def _extract_with_oom_retries(extractor, clips_NTHWC, torch) -> np.ndarray:
     for attempt in range(OOM_ATTEMPTS):
         try:
             return extractor.extract(clips_NTHWC)
@@ -294,6 +314,7 @@ class LabelledProposals:
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
         ok_B = batch[col.OK].astype(bool)
         B = len(ok_B)
         P = self.localizer.top_k
@@ -309,4 +330,5 @@ class LabelledProposals:
             col.PROPOSALS: props_BP4,
             col.PROPOSAL_LABEL: label_BP,
             col.PROPOSAL_VALID: valid_BP,
+            col.SECONDS_LOCALIZER: np.full(B, (time.perf_counter() - started) / max(B, 1)),
         }

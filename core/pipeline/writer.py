@@ -13,6 +13,7 @@ Shape legend: B videos in the batch, C feature channels, T positions, P proposal
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -41,33 +42,56 @@ class WriteContext:
     """The sampling settings, recorded in the features files' metadata."""
 
 
+class WriteBatchError(RuntimeError):
+    """Writing or committing a batch failed (storage): the driver has Ray Data retry the
+    write task (``DataContext.retried_map_errors`` names this class), which is safe because
+    commits are idempotent."""
+
+
 def write_batch(batch: dict[str, np.ndarray], ctx: WriteContext) -> dict[str, np.ndarray]:
-    """Writes one batch's three tables and commits them; returns one summary row per video."""
+    """Writes one batch's three tables and commits them; returns one summary row per video,
+    with the seconds each stage spent on it (:data:`core.pipeline.columns.BUSY_COLUMNS`).
+
+    Raises:
+        WriteBatchError: storage failed (the task is retried).
+    """
+    started = time.perf_counter()
     keep_B = ~batch[col.TRANSIENT].astype(bool)
     batch = {k: v[keep_B] for k, v in batch.items()}
     ok_B = batch[col.OK].astype(bool)
     damaged_B = ok_B & (batch[col.NUM_DECODE_ERRORS] > 0)
     ids = [str(v) for v in batch[tables.VIDEO_ID]]
-    result = commits.commit_batch(
-        ctx.output_uri,
-        ctx.run_id,
-        None,
-        {
-            "features": features_table(batch, ok_B, ctx),
-            "proposals": proposals_table(batch, ok_B, ctx),
-            "errors": errors_table(batch, ~ok_B | damaged_B, ok_B, ctx),
-        },
-        ids,
-    )
+    try:
+        result = commits.commit_batch(
+            ctx.output_uri,
+            ctx.run_id,
+            None,
+            {
+                "features": features_table(batch, ok_B, ctx),
+                "proposals": proposals_table(batch, ok_B, ctx),
+                "errors": errors_table(batch, ~ok_B | damaged_B, ok_B, ctx),
+            },
+            ids,
+        )
+    except Exception as e:
+        raise WriteBatchError(f"writing a batch of {len(ids)} videos failed: {e}") from e
     committed = set(result.committed)
+    B = len(ids)
+    timings = {
+        name: np.asarray(batch[name], np.float64) if name in batch else np.zeros(B)
+        for name in (*col.BUSY_COLUMNS.values(), col.ACTOR_START_SECONDS)
+    }
+    timings[col.SECONDS_WRITE] = np.full(B, (time.perf_counter() - started) / max(B, 1))
     return {
         tables.VIDEO_ID: np.asarray(ids, dtype=object),
         col.OK: ok_B,
         col.COMMITTED: np.asarray([v in committed for v in ids], dtype=bool),
-        col.BATCH_ID: np.full(len(ids), result.batch_id, dtype=object),
+        col.BATCH_ID: np.full(B, result.batch_id, dtype=object),
         col.NUM_PROPOSALS: batch[col.PROPOSAL_VALID].sum(axis=1).astype(np.int32),
         col.NUM_DECODE_ERRORS: batch[col.NUM_DECODE_ERRORS].astype(np.int32),
         col.ERROR_STAGE: np.asarray(batch[col.ERROR_STAGE], dtype=object),
+        col.DECODER: np.asarray(batch.get(col.DECODER, np.full(B, "")), dtype=object),
+        **timings,
     }
 
 

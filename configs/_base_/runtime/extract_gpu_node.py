@@ -1,7 +1,10 @@
-# How the production extract configs run the localizer on one node with one GPU: one actor,
-# BMN in batches of 512 videos, 2% of the GPU (the 14 decoding actors of each config share
-# the rest, 7% each: MMEngine does not let two bases define one section). Localizer weights come from
-# `jobs.extract --checkpoint best.pth` (written by jobs.train).
+# How the production extract configs lay out one node with 16 cores and one GPU. The feature
+# actors are one pool (core/pipeline/pools.py): the configs' extractor.num_actors decode on the
+# CPU, one core each, and pipeline.nvdec_actors_per_node more decode with the GPU's NVDEC,
+# a quarter of a core each; Ray Data gives each video to whichever actor has room, so both
+# decoders stay busy. Write tasks take half a core, the localizer 2% of the GPU. Localizer
+# weights come from `jobs.extract --checkpoint best.pth` (written by jobs.train).
+# Measured layout and rates: benchmarks/results/extract_h200.json.
 temporal_dim = 100
 write_batch_size = 64
 seed = 0
@@ -9,10 +12,20 @@ seed = 0
 localizer = dict(
     checkpoint=None,
     class_names=[],
-    batch_size=512,
+    # 64 videos a call (as many as a write): BMN does about 1,400 videos/s at that size, far
+    # above the decoders' rate, and a larger batch holds videos back until it fills
+    batch_size=64,
     num_actors=1,
     num_gpus=0.02,
     # tf32 keeps AR@100 within 4e-5 of float32 at 2,840 videos/s on an H100; bf16 is faster
     # (3,750) but moved AR@100 by 0.0098 (benchmarks/results/bmn_inference_h100.json)
     dtype="tf32",
+)
+
+pipeline = dict(
+    nvdec_actors_per_node=6,
+    nvdec_num_cpus=0.25,
+    write_num_cpus=0.5,
+    tasks_in_flight_per_actor=2,
+    warm_up=True,
 )
