@@ -1,12 +1,16 @@
-"""The GPU twin of :func:`core.video.transforms.frame_to_crop`: decoded RGB frames already on
-the GPU to upright, resized, centre-cropped uint8 crops, without leaving the device.
+"""The GPU twin of :func:`core.video.transforms.frame_to_crop`: decoded NV12 frames already on
+the GPU to upright, resized, centre-cropped uint8 RGB crops, without leaving the device.
 
-Same sizes and crop box as the CPU path (:func:`~core.video.transforms.resized_size`,
-:func:`~core.video.transforms.crop_origin`), same display rotation, bilinear resampling with
-half-pixel centres and no antialiasing as ``cv2.INTER_LINEAR``. The pixels are close to the CPU
-path's, not equal: OpenCV interpolates in 11-bit fixed point, torch in float32, and NVDEC's
-YUV to RGB conversion is not FFmpeg's (``tests/gpu/test_nvdec_parity.py`` measures the gap).
-Like the CPU path, crops leave as uint8 RGB; the recognizer normalises them.
+Colour: :func:`nv12_to_rgb` converts with the YUV matrix and range that FFmpeg's ``rgb24``
+conversion in the CPU path uses (the stream's tag, BT.601 when it has none), not NVDEC's own
+converter, which reads an untagged HD stream as BT.709 and so moves its colours by about 5
+levels. Chroma is upsampled by repetition, as FFmpeg's unscaled converter does. Then the same
+sizes and crop box as the CPU path (:func:`~core.video.transforms.resized_size`,
+:func:`~core.video.transforms.crop_origin`), the same display rotation, and bilinear resampling
+with half-pixel centres and no antialiasing, as ``cv2.INTER_LINEAR``. Pixels are close to the
+CPU path's, not equal (FFmpeg and OpenCV compute in fixed point, torch in float32;
+``tests/gpu/test_nvdec_parity.py`` bounds the gap). Crops leave as uint8; the recognizer
+normalises them.
 
 Shape legend: F frames, 3 RGB planes, H x W decoded size, S = ``crop_size``.
 """
@@ -19,7 +23,68 @@ import torch.nn.functional as F
 from core.video.transforms import crop_origin, resized_size
 
 RESIZE_GROUP = 8
-"""Frames resized at a time: float32 copies of full-size frames are 4 times their uint8 size."""
+"""Frames converted and resized at a time: float32 copies of full-size frames are 12 times the
+size of their NV12 pixels."""
+
+YUV_WEIGHTS = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 7: (0.212, 0.087), 9: (0.2627, 0.0593)}
+"""``(Kr, Kb)`` by FFmpeg's ``AVColorSpace`` code (BT.709, FCC, SMPTE 240M, BT.2020 NCL); every
+other code, unspecified (2) included, converts as BT.601, as ``sws_getCoefficients`` does."""
+BT601 = (0.299, 0.114)
+
+
+def nv12_to_rgb(nv12_FXW: torch.Tensor, colorspace: int, full_range: bool) -> torch.Tensor:
+    """NV12 frames (``X = 3 * H / 2`` rows: luma, then interleaved chroma) to planar RGB.
+
+    Args:
+        nv12_FXW: uint8 NV12 frames as PyNvVideoCodec hands them over, even H and W.
+        colorspace: the stream's ``AVColorSpace`` code (PyAV's ``VideoFrame.colorspace``).
+        full_range: JPEG range (0-255) rather than MPEG range (16-235 luma).
+
+    Returns:
+        uint8 ``(F, 3, H, W)``.
+    """
+    f, x, w = nv12_FXW.shape
+    h = x * 2 // 3
+    y_FHW = nv12_FXW[:, :h].float()
+    uv_F2HW = (
+        (nv12_FXW[:, h:].reshape(f, h // 2, w // 2, 2).permute(0, 3, 1, 2).float() - 128.0)
+        .repeat_interleave(2, dim=2)
+        .repeat_interleave(2, dim=3)
+    )
+    if not full_range:
+        y_FHW = (y_FHW - 16.0) * (255.0 / 219.0)
+        uv_F2HW = uv_F2HW * (255.0 / 224.0)
+    kr, kb = YUV_WEIGHTS.get(colorspace, BT601)
+    kg = 1.0 - kr - kb
+    cb_FHW, cr_FHW = uv_F2HW[:, 0], uv_F2HW[:, 1]
+    r = y_FHW + 2.0 * (1.0 - kr) * cr_FHW
+    g = y_FHW - (2.0 * kb * (1.0 - kb) / kg) * cb_FHW - (2.0 * kr * (1.0 - kr) / kg) * cr_FHW
+    b = y_FHW + 2.0 * (1.0 - kb) * cb_FHW
+    # floor, not round: FFmpeg's fixed-point converter truncates (against PyAV 18's rgb24,
+    # mean 0.64 levels off at full size with floor, 1.13 with round)
+    return torch.stack([r, g, b], dim=1).floor_().clamp_(0, 255).to(torch.uint8)
+
+
+def nv12_to_crops(
+    nv12_FXW: torch.Tensor,
+    short_side: int,
+    crop_size: int,
+    turns: int = 0,
+    colorspace: int = 2,
+    full_range: bool = False,
+) -> torch.Tensor:
+    """:func:`nv12_to_rgb` then :func:`resize_crop_gpu`, ``RESIZE_GROUP`` frames at a time:
+    uint8 ``(F, S, S, 3)`` crops on the frames' device."""
+    crops = [
+        resize_crop_gpu(
+            nv12_to_rgb(nv12_FXW[i : i + RESIZE_GROUP], colorspace, full_range),
+            short_side,
+            crop_size,
+            turns,
+        )
+        for i in range(0, len(nv12_FXW), RESIZE_GROUP)
+    ]
+    return torch.cat(crops)
 
 
 def resize_crop_gpu(

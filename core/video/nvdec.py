@@ -12,13 +12,14 @@ A video goes through three steps:
 2. :func:`core.video.sample.snippet_frames` turns the count into each snippet's frame indices:
    the same function the CPU decoder's :class:`~core.video.sample.SnippetAssembler` follows.
 3. :func:`iter_snippets_nvdec`: a PyNvVideoCodec ``SimpleDecoder`` (one per actor, reused from
-   video to video by :class:`NvdecSession`) decodes exactly those frames by index, as planar
-   RGB on the GPU, at most ``batch_size`` full-size frames per call; they are resized and
-   cropped on the GPU (:func:`core.video.gpu_transforms.resize_crop_gpu`) and leave as CUDA
-   uint8 clips. Memory is bounded by one batch whatever the video's length.
+   video to video by :class:`NvdecSession`) decodes exactly those frames by index, as NV12 on
+   the GPU, at most ``batch_size`` full-size frames per call; they are converted to RGB with
+   the CPU path's YUV matrix, resized and cropped on the GPU
+   (:func:`core.video.gpu_transforms.nv12_to_crops`) and leave as CUDA uint8 clips. Memory is
+   bounded by one batch whatever the video's length.
 
-What differs from the CPU path: pixels (NVDEC's colour conversion and float resampling, within
-the tolerance ``tests/gpu/test_nvdec_parity.py`` checks); damaged packets inside a stream are
+What differs from the CPU path: pixels (float arithmetic against FFmpeg's and OpenCV's fixed
+point, within the tolerance ``tests/gpu/test_nvdec_parity.py`` checks); damaged packets inside a stream are
 concealed by the hardware rather than counted (``num_decode_errors`` stays 0, a demuxer that
 stops early still sets ``truncated``).
 
@@ -91,6 +92,8 @@ def stream_unsupported_reason(
         return f"codec {codec} is not decoded by NVDEC here (only {', '.join(NVDEC_LIMITS)})"
     if pix_fmt not in NVDEC_PIX_FMTS:
         return f"{codec} in pixel format {pix_fmt} is not 8-bit 4:2:0"
+    if width % 2 or height % 2:
+        return f"{codec} at {width}x{height} has an odd side (NV12 needs even ones)"
     min_w, min_h, max_w, max_h = NVDEC_LIMITS[codec]
     if not (min_w <= width <= max_w and min_h <= height <= max_h):
         return f"{codec} at {width}x{height} is outside NVDEC's {min_w}x{min_h} to {max_w}x{max_h}"
@@ -110,6 +113,10 @@ class VideoScan:
     """End of the last frame: its time plus its duration (or the last gap, or 1 / fps)."""
     turns: int
     """Counter-clockwise quarter turns that show the frames upright (display rotation)."""
+    colorspace: int
+    """The stream's YUV matrix as FFmpeg's ``AVColorSpace`` code (2: unspecified)."""
+    full_range: bool
+    """JPEG (0-255) rather than MPEG (16-235) range."""
     truncated: bool
     """Whether the demuxer stopped before the end of the file."""
 
@@ -152,7 +159,8 @@ def scan(path: str) -> tuple[VideoScan | None, str | None]:
     gap = time_F[-1] - time_F[-2] if len(time_F) > 1 else 0.0
     duration = float(time_F[-1] + (last_duration or gap or step))
     turns = quarter_turns(first.rotation or 0)
-    return VideoScan(info, time_F, duration, turns, truncated), None
+    full_range = first.color_range == 2 or first.format.name.startswith("yuvj")
+    return VideoScan(info, time_F, duration, turns, first.colorspace, full_range, truncated), None
 
 
 def _demux(container, stream) -> tuple[list, list, av.VideoFrame | None, int, bool]:
@@ -191,8 +199,11 @@ class NvdecSession:
 
     def __init__(self, gpu_id: int = 0) -> None:
         import PyNvVideoCodec as nvc
+        import torch
 
         self.nvc, self.gpu_id = nvc, gpu_id
+        self.device = torch.device("cuda", gpu_id)
+        """Where the decoder's frames lie (and the clips are made)."""
         self.decoder = None
         self.max_side = 0
 
@@ -220,7 +231,7 @@ class NvdecSession:
                     max_width=side,
                     max_height=side,
                     decoder_cache_size=2,
-                    output_color_type=self.nvc.OutputColorType.RGBP,
+                    output_color_type=self.nvc.OutputColorType.NATIVE,
                 )
             except Exception as e:  # noqa: BLE001
                 raise NvdecOpenError(f"PyNvVideoCodec cannot open it: {e}") from e
@@ -245,13 +256,12 @@ def iter_snippets_nvdec(
     """
     import torch
 
-    from core.video.gpu_transforms import resize_crop_gpu
+    from core.video.gpu_transforms import nv12_to_crops
 
     num_frames = len(video.time_F)
     center_N, frames_NT = snippet_frames(cfg, num_frames)
     decoder = session.open(path, video.info.width, video.info.height, num_frames)
-    device = torch.device("cuda", session.gpu_id)
-    stream = torch.cuda.current_stream(device)
+    device = session.device
     for start in range(0, len(center_N), cfg.batch_size):
         batch_NT = frames_NT[start : start + cfg.batch_size]
         unique_U, slot_of = np.unique(batch_NT, return_inverse=True)
@@ -264,9 +274,19 @@ def iter_snippets_nvdec(
                     f"NVDEC returned {len(frames)} of frames {chunk[0]}..{chunk[-1]}",
                     path,
                 )
-            frames_F3HW = torch.stack([torch.from_dlpack(f) for f in frames])  # our copy
-            stream.synchronize()  # the decoder reuses its surfaces on the next call
-            crops.append(resize_crop_gpu(frames_F3HW, cfg.short_side, cfg.crop_size, video.turns))
+            nv12_FXW = torch.stack([torch.from_dlpack(f) for f in frames])  # our copy
+            if device.type == "cuda":  # the decoder reuses its surfaces on the next call
+                torch.cuda.current_stream(device).synchronize()
+            crops.append(
+                nv12_to_crops(
+                    nv12_FXW,
+                    cfg.short_side,
+                    cfg.crop_size,
+                    video.turns,
+                    video.colorspace,
+                    video.full_range,
+                )
+            )
         crops_USS3 = torch.cat(crops)
         slot_NT = torch.from_numpy(slot_of.reshape(batch_NT.shape)).to(device)
         center = center_N[start : start + cfg.batch_size]
