@@ -246,6 +246,25 @@ class StorageSection:
 
     endpoint_url: str | None = None
     """S3-compatible endpoint (MinIO, ...); None = AWS's default or AWS_ENDPOINT_URL_S3."""
+    stream_inputs: bool = True
+    """Decode a remote video (S3, ...) while it downloads: range reads of
+    ``stream_block_size`` bytes, ``stream_readahead`` blocks fetched ahead in background
+    threads (:func:`core.storage.open_input`). False: download each video whole to a
+    temporary file first. Local files are always opened in place, and a decoder that needs a
+    file path (not PyAV) always gets the whole download."""
+    stream_block_size: int = 4 * 2**20
+    """Bytes per range read of a streamed input (at least 64 KiB)."""
+    stream_readahead: int = 4
+    """Blocks of a streamed input fetched ahead of the decoder, in parallel (0 to 64). Memory
+    per decoding actor: about ``(stream_readahead + 2) * stream_block_size``."""
+
+    def __post_init__(self) -> None:
+        if self.stream_block_size < 64 * 1024:
+            raise ValueError(
+                f"stream_block_size must be at least 65536 bytes, got {self.stream_block_size}"
+            )
+        if not 0 <= self.stream_readahead <= 64:
+            raise ValueError(f"stream_readahead must be in 0..64, got {self.stream_readahead}")
 
 
 @dataclasses.dataclass

@@ -8,22 +8,32 @@ writes credentials.
 
 Writes are atomic for readers: local files are written to a hidden temporary name in the same
 directory and renamed; object stores publish an object only when its upload completes.
+
+Inputs are read either whole (:func:`local_path`: a local file, downloaded first when remote)
+or streamed (:func:`open_input`: a seekable file object reading ranges of the object, with
+read-ahead in background threads, so a decoder starts on the first blocks while the next ones
+download).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import os
 import posixpath
 import tempfile
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 
@@ -257,6 +267,160 @@ def local_path(uri: str, suffix: str = "") -> Iterator[str]:
         dest = os.path.join(tmp, uuid.uuid4().hex + (suffix or posixpath.splitext(path)[1]))
         fs.get_file(path, dest)
         yield dest
+
+
+class InputReadError(OSError):
+    """A streamed input's range read kept failing or came back short: what a reader decoded
+    from it may miss data, so it must not be used (the input is left for a later run)."""
+
+
+@contextlib.contextmanager
+def open_input(
+    uri: str,
+    *,
+    block_size: int = 4 * 2**20,
+    readahead: int = 4,
+    attempts: int = 4,
+    backoff_s: float = 0.5,
+) -> Iterator[StreamedInput]:
+    """A seekable, read-only file object over the object at ``uri`` that reads it in ranges
+    (see :class:`StreamedInput`); closed on exit.
+
+    Raises:
+        FileNotFoundError: no such object.
+        OSError (or the store client's own errors): its size could not be read.
+    """
+    fs, path = filesystem(uri)
+    size = int(fs.size(path))  # a HEAD: FileNotFoundError when absent
+    source = StreamedInput(uri, fs, path, size, block_size, readahead, attempts, backoff_s)
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+class StreamedInput(io.RawIOBase):
+    """A remote object read as a file: blocks of ``block_size`` bytes fetched with range reads,
+    the next ``readahead`` blocks in background threads while the reader works on the current
+    one, the previous block kept for short seeks back. Memory: about ``readahead + 2`` blocks.
+
+    A block read that fails (or returns fewer bytes than asked) is retried ``attempts`` times
+    with exponential backoff from ``backoff_s``; when it keeps failing, :meth:`read` raises
+    :class:`InputReadError` and :attr:`error` keeps it, so a reader that swallows read errors
+    (FFmpeg may take one for the end of the file) can still tell a damaged read from a short
+    file.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        size: int,
+        block_size: int,
+        readahead: int,
+        attempts: int,
+        backoff_s: float,
+    ) -> None:
+        super().__init__()
+        if block_size < 1 or readahead < 0 or attempts < 1:
+            raise ValueError(f"bad stream settings: {block_size=}, {readahead=}, {attempts=}")
+        self.uri, self.size, self.error = uri, size, None
+        self._fs, self._path = fs, path
+        self._block_size, self._readahead = block_size, readahead
+        self._attempts, self._backoff_s = attempts, backoff_s
+        self._num_blocks = -(-size // block_size)
+        self._pos = 0
+        self._blocks: dict[int, Future[bytes]] = {}
+        self._closing = threading.Event()
+        self._pool = ThreadPoolExecutor(max(1, readahead), thread_name_prefix="input-read")
+
+    @property
+    def name(self) -> str:
+        return self.uri
+
+    def __repr__(self) -> str:
+        return f"StreamedInput({self.uri!r})"
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}.get(whence)
+        if base is None:
+            raise ValueError(f"unsupported whence {whence}")
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, n: int = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read of a closed StreamedInput")
+        end = self.size if n is None or n < 0 else min(self.size, self._pos + n)
+        parts = []
+        while self._pos < end:
+            index, offset = divmod(self._pos, self._block_size)
+            try:
+                block = self._block(index)
+            except InputReadError as err:
+                self.error = self.error or err
+                raise
+            part = block[offset : offset + end - self._pos]
+            parts.append(part)
+            self._pos += len(part)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._closing.set()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._blocks.clear()
+        super().close()
+
+    def _block(self, index: int) -> bytes:
+        """Block ``index``'s bytes; schedules the blocks after it and drops those far behind."""
+        wanted = range(index, min(self._num_blocks, index + 1 + self._readahead))
+        for i in wanted:
+            if i not in self._blocks:
+                self._blocks[i] = self._pool.submit(self._fetch, i)
+        for i in [i for i in self._blocks if i < index - 1 or i >= wanted.stop]:
+            self._blocks.pop(i).cancel()
+        return self._blocks[index].result()
+
+    def _fetch(self, index: int) -> bytes:
+        """One block by a range read, retried with backoff (runs in a pool thread)."""
+        start = index * self._block_size
+        stop = min(self.size, start + self._block_size)
+        for attempt in range(self._attempts):
+            try:
+                data = self._fs.cat_file(self._path, start=start, end=stop)
+                if len(data) != stop - start:
+                    raise OSError(f"short read: {len(data)} of {stop - start} bytes")
+                return data
+            except FileNotFoundError as err:  # removed while being read: no point retrying
+                raise InputReadError(f"{self.uri} disappeared while being read: {err}") from err
+            except Exception as err:  # noqa: BLE001  (s3fs, botocore and aiohttp raise many kinds)
+                if attempt == self._attempts - 1 or self._closing.is_set():  # closed: quietly
+                    raise InputReadError(
+                        f"reading bytes {start}-{stop} of {self.uri} failed "
+                        f"{attempt + 1} times: {err}"
+                    ) from err
+                log.warning("reading bytes %d-%d of %s failed (%s); retrying", start, stop,
+                            self.uri, err)  # fmt: skip
+                self._closing.wait(self._backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
 
 
 def pyarrow_filesystem(uri: str):

@@ -28,10 +28,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
 from core import storage
+from core.config import StorageSection
 from core.io import tables
 from core.pipeline import columns as col
 from core.pipeline.config import ExtractConfig
@@ -121,7 +123,8 @@ class SnippetFeatures:
         batch_size = self.cfg.extractor.batch_size
         with contextlib.ExitStack() as stack:
             try:
-                path = _fetch(stack, uri)
+                local = self.decoder.kind != "cpu"  # NVDEC opens a file path
+                source = _fetch(stack, uri, self.cfg.storage, local=local)
             except FileNotFoundError as e:
                 facts.fail(i, "read", "not_found", str(e))
                 return
@@ -130,13 +133,15 @@ class SnippetFeatures:
                 return
             try:
                 last = None
-                for snippets in self.decoder.iter_snippets(path):
+                for snippets in _snippets(self.decoder, source):
                     pending.append((i, snippets.clips_NTHWC))
                     last = snippets
                     if sum(len(c) for _, c in pending) >= batch_size:
                         self._flush(pending, feats)
             except RecognizerError:
                 raise
+            except storage.InputReadError as e:  # part of it could not be read: left
+                facts.postpone(i, f"{type(e).__name__}: {e}")
             except VideoDecodeError as e:
                 facts.fail(i, "decode", e.reason, e.message)
             except Exception as e:  # noqa: BLE001  (any other decoder failure is the video's)
@@ -219,15 +224,36 @@ def _extract_with_oom_retries(extractor, clips_NTHWC, torch) -> np.ndarray:
     raise AssertionError("unreachable")
 
 
-def _fetch(stack: contextlib.ExitStack, uri: str) -> str:
-    """A local path for ``uri``, retrying passing storage errors with exponential backoff.
+def _fetch(
+    stack: contextlib.ExitStack, uri: str, settings: StorageSection, *, local: bool = False
+) -> str | storage.StreamedInput:
+    """The input to decode ``uri`` from, retrying passing storage errors with exponential
+    backoff; released when ``stack`` closes.
+
+    Which decoder gets what: the CPU decoder (PyAV, ``sampling.decoder='cpu'``) gets a
+    :class:`core.storage.StreamedInput` for a remote video when ``settings.stream_inputs`` is on
+    (range reads retried the same way, see :func:`_snippets`); NVDEC needs a file path, so its
+    actors ask with ``local=True`` and get the whole download (so does the CPU decoder when
+    ``stream_inputs`` is off). A local file is always its own path.
+
+    Returns:
+        A local path, or an open streamed input.
 
     Raises:
         FileNotFoundError: the video does not exist (not retried).
         OSError: storage kept failing (the caller leaves the video for a later run).
     """
+    stream = settings.stream_inputs and not local and not storage.is_local(uri)
     for attempt in range(READ_ATTEMPTS):
         try:
+            if stream:
+                opened = storage.open_input(
+                    uri,
+                    block_size=settings.stream_block_size,
+                    readahead=settings.stream_readahead,
+                    attempts=READ_ATTEMPTS,
+                )
+                return stack.enter_context(opened)
             return stack.enter_context(storage.local_path(uri))
         except FileNotFoundError:
             raise
@@ -237,6 +263,26 @@ def _fetch(stack: contextlib.ExitStack, uri: str) -> str:
             log.warning("reading %s failed (%s); retrying", uri, e)
             time.sleep(0.5 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def _snippets(decoder, source: str | storage.StreamedInput) -> Iterator:
+    """``decoder.iter_snippets(source)`` over what :func:`_fetch` returned.
+
+    A streamed input whose range reads kept failing raises its
+    :class:`core.storage.InputReadError` (the caller leaves the video for a later run),
+    whatever the decoder made of the failed read: FFmpeg may take it for the end of the file (a
+    short video that would be committed as ok or damaged) or fail to open or decode (an error
+    row). The check runs before the generator finishes, so no caller sees a clean end.
+    """
+    streamed = isinstance(source, storage.StreamedInput)
+    try:
+        yield from decoder.iter_snippets(source)
+    except Exception as e:
+        if streamed and source.error is not None:
+            raise source.error from e
+        raise
+    if streamed and source.error is not None:
+        raise source.error
 
 
 class _VideoFacts:

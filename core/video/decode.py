@@ -13,18 +13,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import av
 
 from core.video.errors import VideoDecodeError
-from core.video.probe import VideoInfo, open_container, video_info, video_stream
+from core.video.probe import (
+    VideoInfo,
+    open_container,
+    source_name,
+    video_info,
+    video_stream,
+)
 from core.video.sample import SamplingConfig, Snippet, SnippetAssembler, SnippetBatch
 
 log = logging.getLogger(__name__)
 
 
-def iter_snippets(path: str, cfg: SamplingConfig) -> Iterator[SnippetBatch]:
-    """Decodes a local video once, front to back, and yields its snippets in batches.
+def iter_snippets(source: str | BinaryIO, cfg: SamplingConfig) -> Iterator[SnippetBatch]:
+    """Decodes a video once, front to back, and yields its snippets in batches.
 
     Memory is bounded whatever the video's length (a one-hour 720p video needs what a
     one-minute one does) because (1) decoding streams packet by packet, so the decoder holds
@@ -43,7 +50,8 @@ def iter_snippets(path: str, cfg: SamplingConfig) -> Iterator[SnippetBatch]:
     fewer arrive than the header promised; the snippets cover those frames only.
 
     Args:
-        path: local file (use ``core.storage.local_path`` for remote URIs).
+        source: a local file path (a remote video downloaded by ``core.storage.local_path``)
+            or a seekable binary file object (one streamed by ``core.storage.open_input``).
         cfg: the sampling settings.
 
     Yields:
@@ -52,7 +60,8 @@ def iter_snippets(path: str, cfg: SamplingConfig) -> Iterator[SnippetBatch]:
     Raises:
         VideoDecodeError: the video cannot be opened or yields no frame (see its ``reason``).
     """
-    with open_container(path) as container:
+    path = source_name(source)
+    with open_container(source) as container:
         stream = video_stream(container, path)
         info = video_info(container, stream)
         stream.thread_type = "AUTO"

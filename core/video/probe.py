@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import BinaryIO
 
 import av
 
@@ -32,23 +33,30 @@ class VideoInfo:
     """FFmpeg codec name, e.g. ``h264``, ``vp9``."""
 
 
-def probe(path: str) -> VideoInfo:
-    """Reads the container header of a local video file.
+def probe(path: str | BinaryIO) -> VideoInfo:
+    """Reads the container header of a local video file (or a seekable binary file object,
+    e.g. :class:`core.storage.StreamedInput`).
 
     Raises:
         VideoDecodeError: reason ``open``, ``no_video_stream`` or ``unsupported_codec``.
     """
     with open_container(path) as container:
-        return video_info(container, video_stream(container, path))
+        return video_info(container, video_stream(container, source_name(path)))
+
+
+def source_name(source: str | BinaryIO) -> str:
+    """What messages call a video: its path, or a file object's ``name`` (a URI)."""
+    return source if isinstance(source, str) else str(getattr(source, "name", repr(source)))
 
 
 @contextlib.contextmanager
-def open_container(path: str) -> Iterator[av.container.InputContainer]:
-    """``av.open`` for reading; any failure to open is a ``VideoDecodeError('open')``."""
+def open_container(path: str | BinaryIO) -> Iterator[av.container.InputContainer]:
+    """``av.open`` for reading a path or a seekable binary file object; any failure to open
+    is a ``VideoDecodeError('open')``."""
     try:
         container = av.open(path, mode="r")
     except Exception as err:  # FFmpeg's errors, OSError, and whatever else PyAV raises
-        raise VideoDecodeError(VideoDecodeError.OPEN, str(err), path) from err
+        raise VideoDecodeError(VideoDecodeError.OPEN, str(err), source_name(path)) from err
     try:
         yield container
     finally:
