@@ -114,11 +114,18 @@ def _add_to_record(dist: importlib.metadata.Distribution, site: str, files: dict
 
 def disable_broken_multimodal() -> None:
     """Turns mmaction's VindLU off when the installed transformers cannot serve it."""
-    if importlib.util.find_spec("transformers") is None or "mmaction.models" in sys.modules:
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or "mmaction.models" in sys.modules:
         return
+    # read, not imported: importing transformers.modeling_utils takes ~20 s on a cold start,
+    # in every process that imports core (the jobs, each Ray worker)
+    source = os.path.join(os.path.dirname(spec.origin or ""), "modeling_utils.py")
     try:
-        from transformers.modeling_utils import apply_chunking_to_forward  # noqa: F401
-    except ImportError:
+        with open(source, encoding="utf-8") as f:
+            serves_vindlu = "apply_chunking_to_forward" in f.read()
+    except OSError:
+        serves_vindlu = False
+    if not serves_vindlu:
         import mmaction.utils.dependency as dependency
 
         dependency.WITH_MULTIMODAL = False
