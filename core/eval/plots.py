@@ -93,18 +93,21 @@ def confusion_figure(confusion: ConfusionMatrix) -> Figure:
     C = len(confusion.class_names)
     rows_C1 = counts_CC1.sum(axis=1, keepdims=True)
     share_CC1 = counts_CC1 / np.maximum(rows_C1, 1)
-    size = 2.5 + 0.45 * C
+    # up to 40 classes every cell is annotated with its count; beyond, the figure stops
+    # growing (ActivityNet's 200 classes would be a 9,000-pixel square) and only shades
+    size = 2.5 + 0.45 * min(C, 40) + 0.08 * max(C - 40, 0)
+    fontsize = 7 if C <= 40 else 4
     fig = Figure(figsize=(size + 1.5, size), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(share_CC1, cmap="Blues", vmin=0, vmax=1)
-    for i, j in np.ndindex(counts_CC1.shape):
+    for i, j in np.ndindex(counts_CC1.shape) if C <= 40 else ():
         if counts_CC1[i, j]:
             color = "white" if share_CC1[i, j] > 0.6 else "black"
             ax.text(j, i, str(counts_CC1[i, j]), ha="center", va="center", fontsize=7, color=color)
     ax.set_xticks(np.arange(C + 1), [*confusion.class_names, MISSED], rotation=60, ha="right",
-                  fontsize=7)  # fmt: skip
-    ax.set_yticks(np.arange(C), confusion.class_names, fontsize=7)
+                  fontsize=fontsize)  # fmt: skip
+    ax.set_yticks(np.arange(C), confusion.class_names, fontsize=fontsize)
     ax.set_xlabel(f"label of the best proposal with tIoU >= {confusion.tiou:g}")
     ax.set_ylabel("ground truth")
     ax.set_title(f"label accuracy of found segments {confusion.label_accuracy():.3f}", fontsize=9)
