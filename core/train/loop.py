@@ -71,11 +71,13 @@ def build_optimizer(
     model: nn.Module, cfg: OptimSection, capturable: bool = False
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam over the trainable parameters and a step schedule stepped once per epoch
-    (``capturable``: Adam's state on the device, for a step captured as a CUDA graph)."""
+    (``capturable``: Adam's state on the device and its update as one fused kernel, for a
+    step captured as a CUDA graph)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(
-        params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable
-    )
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable,
+        fused=capturable or None,
+    )  # fmt: skip
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, cfg.gamma)
     return optimizer, scheduler
 
@@ -84,6 +86,8 @@ def new_train_state(
     model_cfg: Mapping[str, Any], cfg: TrainConfig, device: str, capturable: bool = False
 ) -> TrainState:
     model = build_model(model_cfg, cfg.seed).to(device)
+    if torch.device(device).type == "cuda":
+        step.use_channels_last(model)
     optimizer, scheduler = build_optimizer(model, cfg.optim, capturable)
     return TrainState(model, optimizer, scheduler)
 
@@ -105,9 +109,20 @@ def restore_state(state: TrainState, saved: Mapping[str, Any]) -> None:
     """Loads a :func:`state_to_save` dict into a freshly built state (same config)."""
     state.model.load_state_dict(full_state_dict(state.model, saved["model"]), strict=True)
     state.optimizer.load_state_dict(saved["optimizer"])
+    _match_layouts(state.optimizer)
     state.scheduler.load_state_dict(saved["scheduler"])
     state.epoch = int(saved["epoch"])
     state.history = list(saved["history"])
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Optimizer state in its parameter's memory layout (a checkpoint written by a run whose
+    weights lay otherwise, e.g. on the CPU): fused updates assume equal strides."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape:
+                if value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def save_state_file(state: TrainState, directory: str) -> str:

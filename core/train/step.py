@@ -121,6 +121,15 @@ def step_losses(
     return losses
 
 
+def use_channels_last(model: BMNwActionCls) -> None:
+    """The boundary-matching output and ``x_2d_p``'s convolutions in channels-last memory
+    (:attr:`core.models.bm_layer.BoundaryMatchingConv.channels_last`): what bf16
+    convolutions on CUDA run fastest in. Call before the optimizer takes its first step."""
+    if model.fast_bm_layer is not None:
+        model.fast_bm_layer.channels_last = True
+        model.x_2d_p.to(memory_format=torch.channels_last)
+
+
 def graphs_apply(device: torch.device, world: int, model: BMNwActionCls) -> bool:
     """Whether :class:`GraphedStep` can run this model: one CUDA device (no DDP), a head whose
     loss has static shapes (not ``span``: it picks its cells with ``nonzero``), and a torch

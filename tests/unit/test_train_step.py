@@ -1,0 +1,95 @@
+"""core.train.step on the CPU: the channels-last layout the CUDA step runs in computes what the
+default layout computes (forward, gradients, a few optimizer steps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.train import data, loop, step
+from core.train.config import OptimSection, TrainConfig
+
+pytestmark = pytest.mark.unit
+
+C, T, K = 16, 16, 3
+MODEL = dict(
+    type="BMNwActionCls", temporal_dim=T, boundary_ratio=0.5, num_samples=8,
+    num_samples_per_bin=3, feat_dim=C, soft_nms_alpha=0.4, soft_nms_low_threshold=0.5,
+    soft_nms_high_threshold=0.9, post_process_top_k=16, hidden_dim_1d=32, hidden_dim_2d=16,
+    hidden_dim_3d=32, num_action_classes=K,
+)  # fmt: skip
+
+
+def rows(n: int = 24) -> data.ShardArrays:
+    rng = np.random.default_rng(0)
+    gt = []
+    for _ in range(n):
+        g = int(rng.integers(1, 4))
+        start = rng.uniform(0, 0.6, g)
+        gt.append(np.stack([start, start + rng.uniform(0.05, 0.4, g), rng.integers(0, K, g)], 1))
+    feats = rng.standard_normal((n, C, T), dtype=np.float32)
+    return data.ShardArrays([f"v{i:03d}" for i in range(n)], feats, np.full(n, 50.0), gt)
+
+
+def test_boundary_matching_channels_last_equals_the_default_layout():
+    model = loop.build_model(MODEL, seed=0)
+    layer, conv = model.fast_bm_layer, model.x_3d_p[0]
+    feats = torch.randn(3, 32, T, requires_grad=True)
+    expected = layer(feats, conv.weight, conv.bias)
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), feats)
+    layer.channels_last = True
+    got = layer(feats, conv.weight, conv.bias)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), feats)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_got, grad_expected, rtol=1e-5, atol=1e-5)
+    # cells with s + d >= T hold relu(bias), as in the default layout
+    assert torch.equal(got[:, :, T - 1, 1:], expected[:, :, T - 1, 1:])
+
+
+def test_channels_last_training_matches_the_default_layout():
+    """Five eager steps from the same weights and seeds: equal losses and weights."""
+    cfg = TrainConfig(model=dict(MODEL), batch_size=8, optim=OptimSection(lr=2e-3))
+    shard_rows = rows()
+    batches = data.epoch_batches(len(shard_rows), 8, 3, 0, 0, 0) * 2
+    results = []
+    for channels_last in (False, True):
+        state = loop.new_train_state(cfg.model, cfg, "cpu")
+        if channels_last:
+            step.use_channels_last(state.model)
+        shard = step.to_device(shard_rows, state.model, "cpu")
+        generator = loop.seed_epoch(cfg.seed, 0, 0, torch.device("cpu"))
+        losses = step.train_epoch(
+            state.model, state.model, state.optimizer, shard, batches,
+            grad_clip=cfg.optim.grad_clip_max_norm, generator=generator,
+        )  # fmt: skip
+        results.append((losses, state.model.state_dict()))
+    (losses_a, weights_a), (losses_b, weights_b) = results
+    assert losses_a.keys() == losses_b.keys()
+    for key in losses_a:
+        assert losses_b[key] == pytest.approx(losses_a[key], rel=1e-5, abs=1e-7), key
+    assert weights_b["x_2d_p.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    for key, value in weights_a.items():
+        torch.testing.assert_close(weights_b[key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_restored_optimizer_state_takes_the_parameters_layout():
+    """A checkpoint from a default-layout run loads into a channels-last model (and back)."""
+    cfg = TrainConfig(model=dict(MODEL), batch_size=8)
+    plain = loop.new_train_state(cfg.model, cfg, "cpu")
+    shard = step.to_device(rows(), plain.model, "cpu")
+    step.train_epoch(plain.model, plain.model, plain.optimizer, shard,
+                     data.epoch_batches(len(shard), 8, 1, 0, 0, 0))  # fmt: skip
+    saved = loop.state_to_save(plain)
+    target = loop.new_train_state(cfg.model, cfg, "cpu")
+    step.use_channels_last(target.model)
+    loop.restore_state(target, saved)
+    weight = target.model.x_2d_p[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    moments = target.optimizer.state[weight]
+    assert moments["exp_avg"].stride() == weight.stride()
+    torch.testing.assert_close(moments["exp_avg"], saved["optimizer"]["state"][
+        next(i for i, p in enumerate(target.optimizer.param_groups[0]["params"]) if p is weight)
+    ]["exp_avg"])  # fmt: skip
