@@ -1,38 +1,47 @@
-"""Extract throughput on a 720p synthetic corpus, against its decode and model bounds.
+"""The extract job (``jobs.extract`` through Ray Data) on a 720p corpus, against the node's CPU
+and NVDEC decode bounds measured in the same run.
 
-    python -m benchmarks.extract --output benchmarks/results/extract_h100.json \
-        [--num-videos 32 --min-duration 20 --max-duration 40 --workers 15] [--ray]
+    python -m benchmarks.extract --output benchmarks/results/extract_h200.json \
+        [--distinct 32 --copies 24 --min-duration 10 --max-duration 20] \
+        [--job LABEL "k=v k=v" ...] [--slowonly-copies 6]
 
 In one run:
 
-* **decode bound**: every worker only decodes and samples snippets (TSN sampling of the
-  production config: one frame every 16, resized to 256 and centre-cropped), no model;
-* **model bound**: the recognizer alone on the accelerator on random snippets at full batch,
-  and the localizer alone (forward + batched post-processing) on random features;
-* **end to end**: with ``--ray``, the real Ray Data job (``core.pipeline.driver.run_extract``,
-  what ``jobs.extract`` runs) with ``--workers`` decoding actors sharing the GPU; without it,
-  a stand-in: the pipeline's stage classes (``SnippetFeatures`` then ``Proposals`` from
-  core.pipeline.stages) in a process pool, which measures the stages but not Ray Data's
-  scheduling, start-up and object store (the results file says which mode ran);
-* GPU utilisation sampled by ``nvidia-smi`` during the end-to-end part;
-* whether NVDEC is reachable from the software there (PyAV's ``h264_cuvid``).
+* **corpus**: ``--distinct`` synthetic 720p H.264 videos (:func:`core.corpus.make_corpus`),
+  each listed ``--copies`` times under its own video id in a manifest, so that the job runs
+  long enough for a steady state without encoding hours of video first (every copy is decoded
+  in full, like any other video);
+* **decode bounds**: ``--workers`` processes (default: one per core but one) that only decode
+  and sample snippets on the CPU, as the job's CPU actors do; and, where NVDEC is usable, the
+  NVDEC actors' count of processes decoding with NVDEC (:class:`core.video.SnippetDecoder`);
+* **recognizer bound**: the recognizer alone on the GPU on random snippets at full batch;
+* **jobs**: ``jobs.extract.main`` as the CLI runs it (embedded Ray started by the job, the
+  manifest as ``--input``), by default twice: ``hybrid`` (the production config as it is: CPU
+  and NVDEC actors in one pool) and ``cpu_only`` (only CPU actors, one per core but one). For
+  each: start-up (to the first committed batch) apart from the steady rate (between 10% and
+  90% of the videos committed, from the job's progress stream), per-stage busy seconds (from
+  the run record), GPU and NVDEC utilisation (``nvidia-smi``), and object store use and free
+  resources (sampled from Ray every second);
+* **SlowOnly** (``--slowonly-copies``): the recognizer alone at float32, bfloat16,
+  channels-last and ``torch.compile`` on real clips, each one's features against float32's;
+  the CPU decode bound and the job (hybrid and CPU only) with the SlowOnly config.
 
-The recognizer has random weights (its speed does not depend on them). Results go to a JSON
-file; ``benchmarks/README.md`` has the table.
+Recognizers and localizer have random weights (their speed does not depend on them). Results
+go to a JSON file; ``benchmarks/README.md`` has the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import copy
 import dataclasses
 import datetime as dt
 import json
+import logging
 import multiprocessing as mp
 import os
 import pathlib
-import shutil
+import re
 import subprocess
 import tempfile
 import threading
@@ -42,308 +51,451 @@ import numpy as np
 
 import core  # noqa: F401
 from core import config
-from core.pipeline import columns as col
-from core.pipeline import driver, stages
 from core.pipeline.config import ExtractConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PROD_CONFIG = REPO / "configs" / "extract" / "tsn_r50_400x100.py"
+TSN = REPO / "configs" / "extract" / "tsn_r50_400x100.py"
+SLOWONLY = REPO / "configs" / "extract" / "slowonly_r50_2048x100.py"
+STEADY = (0.1, 0.9)
+"""The steady window: from this share of the videos committed to that one."""
 
 
-def make_720p_corpus(folder: str, args) -> list[str]:
-    from core.corpus import make_corpus
+def make_corpus(folder: str, args) -> tuple[list[str], str]:
+    """The distinct videos and a manifest listing each ``args.copies`` times."""
+    from core.corpus import make_corpus as make
 
-    make_corpus(
-        folder, args.num_videos, 10, seed=0, min_duration=args.min_duration,
+    make(
+        folder, args.distinct, 10, seed=0, min_duration=args.min_duration,
         max_duration=args.max_duration, resolutions=((1280, 720),), fps_choices=(30.0,),
-        workers=args.workers,
+        workers=os.cpu_count(),
     )  # fmt: skip
-    return sorted(str(p) for p in pathlib.Path(folder, "videos").glob("*.mp4"))
+    paths = sorted(str(p) for p in pathlib.Path(folder, "videos").glob("*.mp4"))
+    return paths, write_manifest(folder, paths, args.copies, "manifest")
 
 
-def _decode_only(path: str, sampling: dict) -> tuple[int, int, float]:
-    from core.video import SamplingConfig, iter_snippets
+def write_manifest(folder: str, paths: list[str], copies: int, name: str) -> str:
+    rows = ["video_id,uri"]
+    for k in range(copies):  # copy k of every video, then copy k + 1: lengths stay mixed
+        rows += [f"{pathlib.Path(p).stem}-c{k:03d},{p}" for p in paths]
+    manifest = os.path.join(folder, f"{name}.csv")
+    pathlib.Path(manifest).write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+# --- decode bounds -------------------------------------------------------------------------
+
+_DECODER = None
+
+
+def _start_decoder(sampling: dict, device: str) -> None:
+    global _DECODER
+    from core.pipeline.stages import limit_cpu_threads
+    from core.video import SamplingConfig, SnippetDecoder
+
+    limit_cpu_threads(1)  # as each extract actor does
+    _DECODER = SnippetDecoder(SamplingConfig(**sampling), device=device)
+
+
+def _ready(_: int) -> bool:
+    time.sleep(0.5)  # so that every worker starts one
+    return True
+
+
+def _decode_only(path: str) -> tuple[int, int, float]:
+    import torch
 
     snippets, frames, duration = 0, 0, 0.0
-    for batch in iter_snippets(path, SamplingConfig(**sampling)):
+    for batch in _DECODER.iter_snippets(path):
         snippets += len(batch.clips_NTHWC)
         frames, duration = batch.num_frames, batch.duration
+    if torch.cuda.is_available() and _DECODER.kind == "nvdec":
+        torch.cuda.synchronize()
     return snippets, frames, duration
 
 
-def _import_decoder(_: int) -> bool:
-    import core.video  # noqa: F401
-    from core.pipeline.stages import limit_cpu_threads
-
-    limit_cpu_threads(1)  # as each extract actor does
-
-    time.sleep(0.5)  # so that every worker gets one
-    return True
-
-
-def decode_bound(paths: list[str], sampling: dict, workers: int) -> dict:
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        list(pool.map(_import_decoder, range(workers)))  # started and imported off the clock
-        for p in paths:  # the end-to-end run reads the files from the page cache too
+def decode_bound(paths: list[str], sampling: dict, workers: int, decoder: str) -> dict:
+    """Videos/s of ``workers`` processes that only decode with ``decoder`` (no model)."""
+    sampling = sampling | {"decoder": decoder}
+    device = "cuda" if decoder == "nvdec" else "cpu"
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                initializer=_start_decoder, initargs=(sampling, device)) as pool:  # fmt: skip
+        list(pool.map(_ready, range(workers)))  # started and imported off the clock
+        for p in set(paths):  # the jobs read the files from the page cache too
             pathlib.Path(p).read_bytes()
         t0 = time.perf_counter()
-        results = list(pool.map(_decode_only, paths, [sampling] * len(paths)))
+        results = list(pool.map(_decode_only, paths))
         seconds = time.perf_counter() - t0
-    snippets = sum(r[0] for r in results)
     frames = sum(r[1] for r in results)
     video_s = sum(r[2] for r in results)
     return {
-        "workers": workers, "seconds": seconds, "videos_per_s": len(paths) / seconds,
-        "frames_decoded_per_s": frames / seconds, "snippets_per_s": snippets / seconds,
-        "video_hours_per_hour": video_s / seconds, "snippets": snippets, "video_seconds": video_s,
+        "decoder": decoder, "workers": workers, "videos": len(paths), "seconds": seconds,
+        "videos_per_s": len(paths) / seconds, "frames_decoded_per_s": frames / seconds,
+        "snippets_per_s": sum(r[0] for r in results) / seconds,
+        "video_hours_per_hour": video_s / seconds, "video_seconds": video_s,
     }  # fmt: skip
 
 
-def model_bound(cfg: ExtractConfig, device: str, snippets_per_video: float) -> dict:
+def nvdec_reason() -> str | None:
+    from core.video import nvdec
+
+    return nvdec.machine_unsupported_reason()
+
+
+# --- the recognizer alone ------------------------------------------------------------------
+
+
+def recognizer_bound(cfg: ExtractConfig) -> dict:
     import torch
 
     from core.features.extractor import FeatureExtractor
-    from core.models.localizer import load_localizer
 
     s = cfg.sampling
-    fx = FeatureExtractor(cfg.extractor, device=device)
+    fx = FeatureExtractor(cfg.extractor, device="cuda")
     n = cfg.extractor.batch_size
     clips = np.random.randint(0, 255, (n, s.clip_len, s.crop_size, s.crop_size, 3), np.uint8)
-    for _ in range(3):
-        fx.extract(clips)
-    _sync(device)
-    t0, reps = time.perf_counter(), 20
-    for _ in range(reps):
-        fx.extract(clips)
-    _sync(device)
-    snippet_rate = n * reps / (time.perf_counter() - t0)
-
-    loc = load_localizer(cfg.model, device=device, dtype=cfg.localizer.dtype)
-    B, C, T = 64, cfg.model["feat_dim"], cfg.temporal_dim
-    feats = np.random.rand(B, C, T).astype(np.float32)
-    durations = np.full(B, 30.0)
-    for _ in range(2):
-        loc.propose(feats, durations)
-    _sync(device)
-    t0, reps = time.perf_counter(), 10
-    for _ in range(reps):
-        loc.propose(feats, durations)
-    _sync(device)
-    loc_rate = B * reps / (time.perf_counter() - t0)
-    del fx, loc
-    torch.cuda.empty_cache() if device == "cuda" else None
-    return {
-        "recognizer_snippets_per_s": snippet_rate,
-        "recognizer_videos_per_s_at_corpus_snippets": snippet_rate / snippets_per_video,
-        "localizer_videos_per_s": loc_rate, "batch": n,
-    }  # fmt: skip
+    rate = _rate(fx, clips)
+    del fx
+    torch.cuda.empty_cache()
+    return {"snippets_per_s": rate, "batch": n, "dtype": cfg.extractor.dtype}
 
 
-def _sync(device: str) -> None:
+def _rate(fx, clips, reps: int = 20) -> float:
     import torch
 
-    if device == "cuda":
-        torch.cuda.synchronize()
+    for _ in range(3):
+        fx.extract(clips)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fx.extract(clips)
+    torch.cuda.synchronize()
+    return len(clips) * reps / (time.perf_counter() - t0)
 
 
-_WORKER_STAGE = None
+def precision_variants(cfg: ExtractConfig, paths: list[str]) -> dict:
+    """The recognizer at float32 / bfloat16 / channels-last / torch.compile on real clips:
+    snippets/s and each one's features against float32's."""
+    import torch
 
+    from core.features.extractor import FeatureExtractor
+    from core.video import iter_snippets
 
-def _init_worker(cfg: ExtractConfig) -> None:
-    global _WORKER_STAGE
-    _WORKER_STAGE = stages.SnippetFeatures(cfg)
-
-
-def _features_of(paths: list[str]) -> dict:
-    batch = {
-        "video_id": np.asarray([pathlib.Path(p).stem for p in paths], dtype=object),
-        "uri": np.asarray(paths, dtype=object),
+    n = cfg.extractor.batch_size
+    clips = []
+    for path in paths:
+        for batch in iter_snippets(path, dataclasses.replace(cfg.sampling, decoder="cpu")):
+            clips.append(batch.clips_NTHWC)
+        if sum(len(c) for c in clips) >= n:
+            break
+    clips_NTHWC = np.concatenate(clips)[:n]
+    variants = {
+        "float32": dict(dtype="float32", channels_last=False),
+        "float32_channels_last": dict(dtype="float32", channels_last=True),
+        "bfloat16": dict(dtype="bfloat16", channels_last=False),
+        "bfloat16_channels_last": dict(dtype="bfloat16", channels_last=True),
+        "bfloat16_channels_last_compile": dict(dtype="bfloat16", channels_last=True),
     }
-    return _WORKER_STAGE(batch)
-
-
-def end_to_end_pool(paths: list[str], cfg: ExtractConfig, workers: int) -> dict:
-    """The pipeline's stage classes with a process pool standing in for Ray's actor pool."""
-    loc = stages.LabelledProposals(cfg, None)
-    chunks = [paths[i : i + cfg.extractor.videos_per_call]
-              for i in range(0, len(paths), cfg.extractor.videos_per_call)]  # fmt: skip
-    ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                initargs=(cfg,)) as pool:  # fmt: skip
-        list(pool.map(_warm, range(workers)))  # models built before the clock starts
+    out, reference = {}, None
+    for name, settings in variants.items():
+        torch.backends.cudnn.benchmark = False
+        fx = FeatureExtractor(dataclasses.replace(cfg.extractor, **settings), device="cuda")
+        if name.endswith("compile"):
+            fx.model.backbone = torch.compile(fx.model.backbone)
         t0 = time.perf_counter()
-        ok = props = 0
-        pending = []
-        for out in pool.map(_features_of, chunks):
-            pending.append(out)
-            if sum(len(o["video_id"]) for o in pending) >= cfg.localizer.batch_size:
-                ok, props = _localize(loc, pending, ok, props)
-        ok, props = _localize(loc, pending, ok, props)
-        seconds = time.perf_counter() - t0
-    return {"mode": "process pool", "workers": workers, "seconds": seconds,
-            "videos_per_s": len(paths) / seconds, "videos_ok": ok, "proposals": props}  # fmt: skip
+        feats = fx.extract(clips_NTHWC)
+        first_s = time.perf_counter() - t0
+        rate = _rate(fx, clips_NTHWC, reps=10)
+        if reference is None:
+            reference = feats
+        diff = np.abs(feats - reference)
+        cos = (feats * reference).sum(1) / (
+            np.linalg.norm(feats, axis=1) * np.linalg.norm(reference, axis=1) + 1e-12
+        )
+        out[name] = {
+            "snippets_per_s": rate, "first_batch_s": first_s,
+            "max_abs_diff_vs_float32": float(diff.max()),
+            "relative_l2_vs_float32": float(np.linalg.norm(feats - reference)
+                                            / (np.linalg.norm(reference) + 1e-12)),
+            "min_cosine_vs_float32": float(cos.min()),
+        }  # fmt: skip
+        del fx
+        torch.cuda.empty_cache()
+    out["batch"] = n
+    out["clip_shape"] = list(clips_NTHWC.shape[1:])
+    return out
 
 
-def _warm(_: int) -> bool:
-    """One forward pass per worker off the clock: CUDA context, cuDNN handles, kernels."""
-    s = _WORKER_STAGE.cfg.sampling
-    _WORKER_STAGE.extractor.extract(
-        np.zeros((8, s.clip_len, s.crop_size, s.crop_size, 3), np.uint8)
-    )
-    time.sleep(0.5)
-    return True
+# --- monitors ------------------------------------------------------------------------------
 
 
-def _localize(loc, pending, ok, props):
-    if not pending:
-        return ok, props
-    batch = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
-    out = loc(batch)
-    pending.clear()
-    return ok + int(out[col.OK].sum()), props + int(out[col.PROPOSAL_VALID].sum())
+class Sampler:
+    """Samples ``nvidia-smi`` (GPU and NVDEC utilisation, memory) every 0.25 s and Ray (object
+    store, free CPUs and GPU share) every second, each with its time."""
 
-
-def end_to_end_ray(paths: list[str], cfg: ExtractConfig, raw_text: str, gpus: int) -> dict:
-    import ray
-
-    from core.pipeline.inputs import VideoInput
-
-    ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, include_dashboard=False)
-    out = tempfile.mkdtemp(prefix="extract-bench-")
-    inputs = [VideoInput(pathlib.Path(p).stem, p) for p in paths]
-    summary = driver.run_extract(cfg, raw_text, inputs, out, "bench")
-    ray.shutdown()
-    shutil.rmtree(out, ignore_errors=True)
-    return {"mode": "ray data", "seconds": summary.seconds,
-            "videos_per_s": len(paths) / summary.seconds, "videos_ok": summary.num_ok,
-            "proposals": summary.num_proposals}  # fmt: skip
-
-
-class GpuSampler:
-    """``nvidia-smi`` utilisation samples every 200 ms while in use."""
+    GPU_FIELDS = ("utilization.gpu", "utilization.decoder", "memory.used")
 
     def __init__(self) -> None:
-        self.samples: list[float] = []
+        self.gpu: list[tuple[float, float, float, float]] = []
+        self.ray: list[tuple[float, float, float, float, float]] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._gpu, self._ray)]
+        self.t0 = time.perf_counter()
 
-    def _run(self) -> None:
+    def _gpu(self) -> None:
+        query = ["nvidia-smi", f"--query-gpu={','.join(self.GPU_FIELDS)}",
+                 "--format=csv,noheader,nounits"]  # fmt: skip
         while not self._stop.is_set():
             try:
-                out = subprocess.run(
-                    ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                    capture_output=True, text=True, timeout=5,
-                ).stdout  # fmt: skip
-                self.samples.append(float(out.split()[0]))
+                out = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout
+                values = [float(v) for v in out.splitlines()[0].split(",")]
+                self.gpu.append((time.perf_counter() - self.t0, *values))
             except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
                 return
-            self._stop.wait(0.2)
+            self._stop.wait(0.25)
+
+    def _ray(self) -> None:
+        import ray
+        from ray._private.internal_api import memory_summary
+
+        while not self._stop.is_set():
+            try:
+                if ray.is_initialized():
+                    free = ray.available_resources()
+                    text = memory_summary(stats_only=True)
+                    m = re.search(r"Plasma memory usage (\d+) MiB, (\d+) objects", text)
+                    if m:
+                        self.ray.append((time.perf_counter() - self.t0, float(m[1]), float(m[2]),
+                                         free.get("CPU", 0.0), free.get("GPU", 0.0)))  # fmt: skip
+            except Exception:  # noqa: BLE001  (Ray starting or stopping)
+                pass
+            self._stop.wait(1.0)
 
     def __enter__(self):
-        self._thread.start()
+        for t in self._threads:
+            t.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        for t in self._threads:
+            t.join()
 
-    def summary(self) -> dict:
-        if not self.samples:
-            return {"available": False}
-        a = np.asarray(self.samples)
-        return {"available": True, "mean_pct": float(a.mean()), "p50_pct": float(np.median(a)),
-                "max_pct": float(a.max()), "samples": len(a)}  # fmt: skip
+    def summary(self, window: tuple[float, float] | None) -> dict:
+        out: dict = {}
+        if self.gpu:
+            g = np.asarray(self.gpu)
+            out["gpu"] = _stats(g, window, {"util_pct": 1, "nvdec_util_pct": 2, "memory_mib": 3})
+        if self.ray:
+            r = np.asarray(self.ray)
+            out["ray"] = _stats(r, window, {"object_store_mib": 1, "objects": 2,
+                                            "free_cpus": 3, "free_gpu": 4})  # fmt: skip
+        return out
 
 
-def nvdec_probe(path: str) -> dict:
-    """Whether PyAV's NVDEC decoder (``h264_cuvid``) decodes here, and how fast (one video)."""
-    import av
+def _stats(a: np.ndarray, window, columns: dict[str, int]) -> dict:
+    out = {"samples": len(a)}
+    in_window = a
+    if window is not None:
+        in_window = a[(a[:, 0] >= window[0]) & (a[:, 0] <= window[1])]
+    for name, i in columns.items():
+        out[name] = {"mean": float(a[:, i].mean()), "max": float(a[:, i].max())}
+        if len(in_window):
+            out[name]["steady_mean"] = float(in_window[:, i].mean())
+    return out
 
-    names = sorted(c for c in av.codecs_available if "cuvid" in c)
-    result: dict = {"pyav_version": av.__version__, "pyav_cuvid_decoders": names}
-    if "h264_cuvid" not in names:
-        return result | {"usable": False, "why": "PyAV's FFmpeg has no h264_cuvid"}
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            ctx = av.CodecContext.create("h264_cuvid", "r")
-            ctx.extradata = stream.codec_context.extradata
-            frames, t0 = 0, time.perf_counter()
-            for packet in container.demux(stream):
-                frames += len(ctx.decode(packet))
-            frames += len(ctx.decode(None))
-            seconds = time.perf_counter() - t0
-        return result | {"usable": frames > 0, "frames": frames, "frames_per_s": frames / seconds}
-    except Exception as e:  # noqa: BLE001  (any failure means: not usable here)
-        return result | {"usable": False, "why": f"{type(e).__name__}: {e}"}
+
+class Progress(logging.Handler):
+    """The driver's progress stream: (seconds since the job started, videos committed)."""
+
+    def __init__(self, t0: float) -> None:
+        super().__init__(logging.DEBUG)
+        self.t0 = t0
+        self.points: list[tuple[float, int]] = [(0.0, 0)]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "committed"):
+            self.points.append((time.perf_counter() - self.t0, int(record.committed)))
+
+
+class _NoDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+# --- the job -------------------------------------------------------------------------------
+
+
+def run_job(label: str, config_path: str, manifest: str, options: list[str], tmp: str) -> dict:
+    """``jobs.extract`` as its CLI runs it, with the monitors around it."""
+    import ray
+
+    import jobs.extract
+    from core.io import runs
+
+    out = os.path.join(tmp, f"out-{label}")
+    argv = ["--config", config_path, "--input", manifest, "--output", out]
+    argv += ["--cfg-options", *options] if options else []
+    driver_log = logging.getLogger("core.pipeline.driver")
+    driver_log.setLevel(logging.DEBUG)
+    t0 = time.perf_counter()
+    progress = Progress(t0)
+    driver_log.addHandler(progress)
+    with Sampler() as sampler:
+        sampler.t0 = t0
+        code = jobs.extract.main(argv)
+        seconds = time.perf_counter() - t0
+    driver_log.removeHandler(progress)
+    ray.shutdown()
+    (run_dir,) = pathlib.Path(out, runs.RUNS_DIR).iterdir()
+    record = json.loads(pathlib.Path(run_dir, "record.json").read_text())
+    t, n = (np.asarray(v, dtype=float) for v in zip(*progress.points, strict=True))
+    total = record["num_inputs"]
+    result = {
+        "label": label, "config": os.path.relpath(config_path, REPO), "cfg_options": options,
+        "exit_code": code, "videos": total, "videos_ok": record["num_ok"],
+        "seconds": seconds, "videos_per_s_overall": total / seconds,
+        "start_up_s": float(t[np.argmax(n > 0)]) if n.max() > 0 else None,
+        "run_seconds_to_first_commit": record.get("seconds_to_first_commit"),
+        "actor_start_seconds": record.get("actor_start_seconds"),
+        "busy_seconds": record.get("busy_seconds"),
+        "videos_by_decoder": record.get("videos_by_decoder"),
+        "progress": [[round(a, 2), int(b)] for a, b in zip(t, n, strict=True)],
+    }  # fmt: skip
+    window = None
+    if n.max() >= STEADY[1] * total:
+        ia = int(np.argmax(n >= STEADY[0] * total))
+        ib = int(np.argmax(n >= STEADY[1] * total))
+        if t[ib] > t[ia]:
+            window = (float(t[ia]), float(t[ib]))
+            result["steady"] = {
+                "from_s": window[0], "to_s": window[1],
+                "videos_per_s": float((n[ib] - n[ia]) / (t[ib] - t[ia])),
+            }  # fmt: skip
+    result["tail_s"] = (
+        float(seconds - t[int(np.argmax(n >= STEADY[1] * total))]) if window else None
+    )
+    result["monitors"] = sampler.summary(window)
+    return result
+
+
+def _hours_per_hour(videos_per_s: float, bound: dict) -> float:
+    return videos_per_s * bound["video_seconds"] / bound["videos"]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", required=True)
-    parser.add_argument("--num-videos", type=int, default=90)
-    parser.add_argument("--min-duration", type=float, default=8)
+    parser.add_argument("--distinct", type=int, default=32)
+    parser.add_argument("--copies", type=int, default=24)
+    parser.add_argument("--bound-copies", type=int, default=2)
+    parser.add_argument("--min-duration", type=float, default=10)
     parser.add_argument("--max-duration", type=float, default=20)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
-    parser.add_argument("--config", default=str(PROD_CONFIG))
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
-    parser.add_argument("--ray", action="store_true", help="end to end through Ray Data")
-    parser.add_argument("--cfg-options", nargs="*", default=[])
+    parser.add_argument("--job", nargs=2, action="append", metavar=("LABEL", "OPTIONS"),
+                        help="a job to run: label and space-separated cfg options; default "
+                        "hybrid (the config as it is) and cpu_only")  # fmt: skip
+    parser.add_argument("--slowonly-copies", type=int, default=0)
     args = parser.parse_args()
 
     import torch
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    options = dict(o.split("=", 1) for o in args.cfg_options)
-    cfg, raw = config.load(args.config, ExtractConfig, _typed(options))
-    cfg = dataclasses.replace(cfg, extractor=dataclasses.replace(
-        cfg.extractor, checkpoint=None, num_actors=args.workers,
-        num_gpus=(1.0 / (args.workers + 1)) if device == "cuda" else 0.0,
-        dtype=cfg.extractor.dtype if device == "cuda" else "float32"),
-        localizer=dataclasses.replace(cfg.localizer, num_gpus=(1.0 / (args.workers + 1))
-                                      if device == "cuda" else 0.0))  # fmt: skip
+    from core.runtime import package_versions, setup_logging
+
+    setup_logging()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NoDebug())
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    cfg, _ = config.load(str(TSN), ExtractConfig)
+    cpu_only = [f"extractor.num_actors={args.workers}", "pipeline.nvdec_actors_per_node=0",
+                "sampling.decoder=cpu"]  # fmt: skip
+    job_list = args.job or [["hybrid", ""], ["cpu_only", " ".join(cpu_only)]]
     result: dict = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-        "cpu_cores": os.cpu_count(), "torch": torch.__version__, "config": args.config,
-        "cfg_options": args.cfg_options, "sampling": dataclasses.asdict(cfg.sampling),
+        "device": torch.cuda.get_device_name(0), "cpu_cores": os.cpu_count(),
+        "packages": package_versions(("torch", "ray", "mmaction2", "av", "PyNvVideoCodec")),
+        "ray_data": True,
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        paths = make_720p_corpus(tmp, args)
-        result["corpus"] = {"videos": len(paths), "resolution": "1280x720", "fps": 30,
-                            "seconds_to_make": time.perf_counter() - t0}  # fmt: skip
+        paths, manifest = make_corpus(tmp, args)
+        result["corpus"] = {
+            "distinct_videos": len(paths), "copies": args.copies,
+            "videos": len(paths) * args.copies, "resolution": "1280x720", "fps": 30,
+            "codec": "h264", "seconds_to_make": time.perf_counter() - t0,
+        }  # fmt: skip
         sampling = dataclasses.asdict(cfg.sampling)
-        result["decode_bound"] = decode_bound(paths, sampling, args.workers)
-        result["corpus"]["video_seconds"] = result["decode_bound"]["video_seconds"]
-        per_video = result["decode_bound"]["snippets"] / len(paths)
-        result["model_bound"] = model_bound(cfg, device, per_video)
-        with GpuSampler() as gpu:
-            if args.ray:
-                e2e = end_to_end_ray(paths, cfg, raw.pretty_text, 1 if device == "cuda" else 0)
-            else:
-                e2e = end_to_end_pool(paths, cfg, args.workers)
-        e2e["video_hours_per_hour"] = result["corpus"]["video_seconds"] / e2e["seconds"]
-        e2e["fraction_of_decode_bound"] = (
-            e2e["videos_per_s"] / result["decode_bound"]["videos_per_s"]
-        )
-        result["end_to_end"] = e2e
-        result["gpu_utilisation_during_end_to_end"] = gpu.summary()
-        result["nvdec"] = nvdec_probe(paths[0])
+        bound_paths = paths * args.bound_copies
+        bounds = {"cpu": decode_bound(bound_paths, sampling, args.workers, "cpu")}
+        reason = nvdec_reason()
+        result["nvdec"] = reason is None
+        if reason is None:
+            n = cfg.pipeline.nvdec_actors_per_node or 4
+            bounds["nvdec"] = decode_bound(bound_paths, sampling, n, "nvdec")
+        else:
+            result["nvdec_unavailable_because"] = reason
+        result["decode_bound"] = bounds
+        per_video_s = bounds["cpu"]["video_seconds"] / bounds["cpu"]["videos"]
+        result["corpus"]["video_seconds"] = per_video_s * result["corpus"]["videos"]
+        result["recognizer_bound"] = recognizer_bound(cfg)
+        jobs_out = {}
+        for label, options in job_list:
+            if label != "cpu_only" and reason is not None and not options:
+                continue  # the hybrid job needs NVDEC
+            jobs_out[label] = run_job(label, str(TSN), manifest, options.split(), tmp)
+            j = jobs_out[label]
+            rate = j.get("steady", {}).get("videos_per_s")
+            if rate:
+                j["steady"]["fraction_of_cpu_decode_bound"] = rate / bounds["cpu"]["videos_per_s"]
+                j["steady"]["video_hours_per_hour"] = _hours_per_hour(rate, bounds["cpu"])
+            print(json.dumps({label: {k: v for k, v in j.items() if k != "progress"}}), flush=True)
+        result["jobs"] = jobs_out
+        _headline(result)
+        if args.slowonly_copies:
+            result["slowonly"] = slowonly(args, paths, tmp, cpu_only)
     pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "jobs"}, indent=2))
     return 0
 
 
-def _typed(options: dict[str, str]) -> dict:
-    out = {}
-    for k, v in options.items():
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return copy.deepcopy(out)
+def _headline(result: dict) -> None:
+    """The figures the README quotes, from the jobs' steady rates."""
+    jobs_out = result["jobs"]
+
+    def steady(label):
+        return jobs_out.get(label, {}).get("steady", {}).get("videos_per_s")
+
+    bound = result["decode_bound"]["cpu"]
+    result["end_to_end_cpu_only_videos_per_s"] = steady("cpu_only")
+    result["end_to_end_videos_per_s"] = steady("hybrid")
+    if steady("hybrid"):
+        result["video_hours_per_hour"] = _hours_per_hour(steady("hybrid"), bound)
+    if steady("hybrid") and steady("cpu_only"):
+        result["hybrid_over_cpu_only"] = steady("hybrid") / steady("cpu_only")
+    result["start_up_s"] = {k: v.get("start_up_s") for k, v in jobs_out.items()}
+
+
+def slowonly(args, paths: list[str], tmp: str, cpu_only: list[str]) -> dict:
+    cfg, _ = config.load(str(SLOWONLY), ExtractConfig)
+    out: dict = {"config": os.path.relpath(SLOWONLY, REPO)}
+    out["precision"] = precision_variants(cfg, paths)
+    sampling = dataclasses.asdict(cfg.sampling)
+    out["decode_bound_cpu"] = decode_bound(paths, sampling, args.workers, "cpu")
+    manifest = write_manifest(tmp, paths, args.slowonly_copies, "manifest-slowonly")
+    for label, options in (("hybrid", []), ("cpu_only", cpu_only)):
+        if label == "hybrid" and nvdec_reason() is not None:
+            continue
+        j = run_job(f"slowonly-{label}", str(SLOWONLY), manifest, options, tmp)
+        rate = j.get("steady", {}).get("videos_per_s")
+        if rate:
+            j["steady"]["fraction_of_cpu_decode_bound"] = (
+                rate / out["decode_bound_cpu"]["videos_per_s"]
+            )
+        out[label] = j
+        print(json.dumps({j["label"]: {k: v for k, v in j.items() if k != "progress"}}), flush=True)
+    return out
 
 
 if __name__ == "__main__":
