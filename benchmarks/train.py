@@ -10,7 +10,9 @@ channels x 100 positions, 1-3 random segments each, 200 classes), all in one run
   checkout's job on the same features (the code before a change);
 * ``step``: :func:`core.train.step.train_epoch` on the same rows, eager and as the captured
   CUDA graph (:class:`core.train.step.GraphedStep`, what the job's worker runs), with the
-  largest difference between the two paths' losses over the same steps;
+  largest difference between the two paths' losses over the same steps; and the captured
+  step in the default memory layout with unfused Adam (``graph_default_layout``, the step
+  before channels-last);
 * ``upstream``: MMAction2's ``BMN`` in ``loss`` mode (a list of tensors, numpy
   ``generate_labels``, ``BMNLoss``) with the same optimizer, ``--upstream-steps`` steps in
   fp32 and bf16: the baseline measured in the same run.
@@ -91,15 +93,23 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
     batches = data.epoch_batches(len(rows), args.batch, steps, cfg.seed, 0, 0)
     out = {"dtype": dtype, "batch": args.batch, "steps": steps}
     losses = {}
-    for mode in ("eager", "graph"):
+    for mode in ("eager", "graph", "graph_default_layout"):
         state = loop.new_train_state(cfg.model, cfg, str(device))
-        graphs = mode == "graph" and step.graphs_apply(device, 1, state.model)
-        if mode == "graph" and not graphs:
+        graphs = mode != "eager" and step.graphs_apply(device, 1, state.model)
+        if mode != "eager" and not graphs:
             out[mode] = {"skipped": "CUDA graphs do not apply here"}
             continue
-        state.optimizer, state.scheduler = loop.build_optimizer(
-            state.model, cfg.optim, capturable=device.type == "cuda"
-        )
+        if mode == "graph_default_layout":  # the step before channels-last and fused Adam
+            state.model.fast_bm_layer.channels_last = False
+            state.model.x_2d_p.to(memory_format=torch.contiguous_format)
+            state.optimizer = torch.optim.Adam(
+                state.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                capturable=True,
+            )  # fmt: skip
+        else:
+            state.optimizer, state.scheduler = loop.build_optimizer(
+                state.model, cfg.optim, capturable=device.type == "cuda"
+            )
         shard = loop.to_device(rows, state.model, device)
         generator = torch.Generator(device=device)
         graphed = None
@@ -114,7 +124,8 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
         for i, idx_B in enumerate(batches[: args.compare_steps]):  # losses step by step
             loop.seed_epoch(cfg.seed, i, 0, device, generator)
             per_step.append(loop_losses(state, shard, [idx_B], dtype, cfg, generator, graphed))
-        losses[mode] = per_step
+        if mode != "graph_default_layout":
+            losses[mode] = per_step
         loop.seed_epoch(cfg.seed, 1, 0, device, generator)
         sync(device)
         start = time.perf_counter()
@@ -131,6 +142,10 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
         out["graph_vs_eager_max_rel_loss_diff"] = max(diffs)
         out["graph_vs_eager_losses"] = {k: [h["loss"] for h in v] for k, v in losses.items()}
         out["graph_speedup"] = out["graph"]["samples_per_s"] / out["eager"]["samples_per_s"]
+    if "samples_per_s" in out.get("graph_default_layout", {}):
+        out["channels_last_fused_adam_speedup"] = (
+            out["graph"]["samples_per_s"] / out["graph_default_layout"]["samples_per_s"]
+        )
     return out
 
 
@@ -223,13 +238,17 @@ def bench_job(args: argparse.Namespace, root: Path, features: str, anno_uri: str
     history = json.loads(Path(out, "history.json").read_text())
     train_s = sum(h["train_seconds"] for h in history)
     val_s = sum(h.get("val_seconds", 0.0) for h in history)
+    # validation runs beside the next epoch's training: what the loop waited for is its cost
+    wait_s = sum(h.get("val_wait_seconds", h.get("val_seconds", 0.0)) for h in history)
     timings = summary.get("timings", {})
-    split = {"train_seconds": train_s, "val_seconds": val_s, **timings}
-    accounted = train_s + val_s + sum(v for k, v in timings.items() if k in ACCOUNTED)
+    split = {"train_seconds": train_s, "val_wait_seconds": wait_s,
+             "val_seconds_beside_training": val_s, **timings}  # fmt: skip
+    accounted = train_s + wait_s + sum(v for k, v in timings.items() if k in ACCOUNTED)
     split["other_seconds"] = wall - accounted
     return {
         "command": " ".join(cmd[1:]), "returncode": 0, "job_wall_seconds": wall,
-        "epochs": len(history), "split": split,
+        "epochs": len(history), "videos": args.videos, "val_videos": args.val_videos,
+        "split": split,
         "train_samples_per_s": [h["samples_per_s"] for h in history],
         "final_metrics": {k: v for k, v in (summary.get("metrics") or {}).items()
                           if isinstance(v, (int, float))},
@@ -288,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         report["step"] = bench_step(args, rows)
     report["upstream"] = [bench_upstream(args, rows, p) for p in ("fp32", "bf16")]
     base = report["upstream"][0]["samples_per_s"]
-    for mode in ("eager", "graph"):
+    for mode in ("eager", "graph", "graph_default_layout"):
         if "samples_per_s" in report.get("step", {}).get(mode, {}):
             report["step"][mode]["ratio_vs_upstream_fp32"] = (
                 report["step"][mode]["samples_per_s"] / base

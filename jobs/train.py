@@ -17,17 +17,18 @@ config or output.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+import threading
 import time
 
 from core import config, runtime, storage
-from core.train import TrainConfig, TrainDataError
-from core.train.config import validate_train_config
-from core.train.trainer import TrainRunError, run_training, summary_json
+from core.train.config import TrainConfig, validate_train_config
 
 log = logging.getLogger("jobs.train")
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # how often Ray Train polls its workers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,8 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     start = time.perf_counter()
+    # the trainer's imports (torch, MMAction2, pyarrow, matplotlib) while Ray starts
+    importer = threading.Thread(target=importlib.import_module, args=("core.train.trainer",))
+    importer.start()
+    if not os.environ.get("RAY_ADDRESS"):  # an embedded Ray: its controller notices a
+        os.environ.setdefault(HEALTH_CHECK_ENV, "0.5")  # finished run sooner (default 2 s)
     runtime.init_ray(num_cpus=embedded_cpus(cfg, args.num_cpus))
     ray_seconds = time.perf_counter() - start
+    importer.join()
+    from core.train.data import TrainDataError
+    from core.train.trainer import TrainRunError, run_training, summary_json
+
     try:
         summary = run_training(
             cfg, raw, args.features, args.annotations, args.output, resume=args.resume

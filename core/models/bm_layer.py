@@ -27,7 +27,8 @@ Shape legend:
     index s of a proposal; D: duration index d (proposal covers positions s..s+d, D == T);
     N: samples per proposal (num_samples); O: output channels (hidden_dim_3d);
     K: merged (sample, position) axis, K = N·T, index n·T + t;
-    V: valid (duration, start) cells with s + d < T, in row-major (d, s) order;
+    V: valid (duration, start) cells with s + d < T, in row-major (d, s) order (``mask_KV``
+       has zero columns beyond them, up to a multiple of 8);
     X: all (duration, start) cells, X = D·T, index d·T + s.
     Underscores split a name's axes where one axis merges several: ``y_B_ON_T`` is
     (B, O·N, T), ``mask_T_NDT`` is (T, N·D·T).
@@ -127,7 +128,11 @@ class BoundaryMatchingConv(nn.Module):
         mask_TNX = sample_mask_T_NDT.detach().reshape(T, N, T * T)
         mask_KX = mask_TNX.transpose(0, 1).reshape(N * T, T * T)
         device = self.valid_V.device
-        self.mask_KV = mask_KX.to(device).index_select(1, self.valid_V).contiguous()
+        mask_KV = mask_KX.to(device).index_select(1, self.valid_V)
+        # zero columns up to a multiple of 8: rows of 16-byte multiples in bf16, which the GEMMs
+        # need for Hopper's tensor-core kernels (T = 100 gives V = 5050)
+        pad = -mask_KV.shape[1] % 8
+        self.mask_KV = F.pad(mask_KV, (0, pad)).contiguous()
 
     def forward(
         self, feats_BCT: torch.Tensor, weight_OCN11: torch.Tensor, bias_O: torch.Tensor | None
@@ -151,7 +156,8 @@ class BoundaryMatchingConv(nn.Module):
             return self._channels_last(y_B_ON_T.reshape(B * n_out, N * T), mask_KV, bias_O, B)
         out_BO_V = torch.matmul(y_B_ON_T.reshape(B * n_out, N * T), mask_KV)
         out_BOX = out_BO_V.new_zeros(B, n_out, T * T)
-        out_BOX.index_copy_(2, self.valid_V, out_BO_V.view(B, n_out, -1))
+        V = self.valid_V.shape[0]
+        out_BOX.index_copy_(2, self.valid_V, out_BO_V.view(B, n_out, -1)[:, :, :V])
         if bias_O is not None:
             out_BOX.add_(bias_O.to(out_BOX.dtype).view(1, n_out, 1))
         return F.relu(out_BOX.view(B, n_out, T, T), inplace=True)
@@ -161,7 +167,8 @@ class BoundaryMatchingConv(nn.Module):
     ) -> torch.Tensor:
         """:meth:`forward`'s result in channels-last memory (see :attr:`channels_last`)."""
         T, n_out = self.temporal_dim, y_BO_K.shape[0] // B
-        out_V_BO = torch.mm(mask_KV.t(), y_BO_K.t())  # one GEMM, both operands transposed views
+        V = self.valid_V.shape[0]
+        out_V_BO = torch.mm(mask_KV.t(), y_BO_K.t())[:V]  # one GEMM of transposed views
         out_BXO = out_V_BO.new_zeros(B, T * T, n_out)
         out_BXO.index_copy_(1, self.valid_V, out_V_BO.view(-1, B, n_out).transpose(0, 1))
         if bias_O is not None:

@@ -152,26 +152,32 @@ class SpanActionHead(nn.Module):
         )
 
     def loss(self, head_BCT: torch.Tensor, targets) -> torch.Tensor:
-        """Cross-entropy over the proposal cells that match a ground-truth segment."""
+        """Cross-entropy over the proposal cells that match a ground-truth segment.
+
+        Every proposal cell (s + d < T: the only ones that can match) is classified and the
+        unmatched ones are masked out of the mean, so no shape depends on the data: no host
+        synchronisation, and the training step can be captured as a CUDA graph.
+        """
         if targets.cell_class_BDT is None:
             raise ValueError("the span head needs proposal_class_map targets")
         class_BDT = targets.cell_class_BDT
-        b_idx, d_idx, s_idx = torch.nonzero(class_BDT >= 0, as_tuple=True)
-        if len(b_idx) == 0:
-            return head_BCT.sum() * 0.0
-        B = head_BCT.shape[0]
-        counts_B = torch.bincount(b_idx, minlength=B)
-        P = int(counts_B.max())
-        # the cells of each video in a padded (B, P) layout; padding repeats a real cell
-        slot_M = (
-            torch.arange(len(b_idx), device=b_idx.device) - (counts_B.cumsum(0) - counts_B)[b_idx]
-        )
-        start_BP = torch.zeros(B, P, dtype=torch.long, device=b_idx.device)
-        end_BP = torch.ones(B, P, dtype=torch.long, device=b_idx.device)
-        start_BP[b_idx, slot_M] = s_idx
-        end_BP[b_idx, slot_M] = s_idx + d_idx + 1
-        logits_BPK = self.logits(head_BCT, start_BP, end_BP)
-        return F.cross_entropy(logits_BPK[b_idx, slot_M], class_BDT[b_idx, d_idx, s_idx])
+        B, T = class_BDT.shape[0], class_BDT.shape[2]
+        s_V, d_V = self._proposal_cells(T, class_BDT.device)
+        class_BV = class_BDT[:, d_V, s_V]
+        start_BV, end_BV = s_V.expand(B, -1), (s_V + d_V + 1).expand(B, -1)
+        logits_BKV = self.logits(head_BCT, start_BV, end_BV).transpose(1, 2)
+        matched_BV = class_BV >= 0
+        ce_BV = F.cross_entropy(logits_BKV, class_BV.clamp(min=0), reduction="none")
+        return (ce_BV * matched_BV).sum() / matched_BV.sum().clamp(min=1)
+
+    def _proposal_cells(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start s and duration index d of the T(T+1)/2 cells with s + d < T (cached)."""
+        cache = self.__dict__.setdefault("_cells", {})
+        key = (T, str(device))
+        if key not in cache:
+            s_V, end_V = torch.triu_indices(T, T, device=device)  # end = s + d
+            cache[key] = (s_V, end_V - s_V)
+        return cache[key]
 
 
 def build_action_head(

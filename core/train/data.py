@@ -23,7 +23,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +44,9 @@ from core.eval.annotations import (
 )
 from core.io.tables import VIDEO_ID
 from core.train.config import DataSection
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +259,8 @@ class ShardArrays:
 
     Attributes:
         video_ids: N ids.
-        feats_NCT: float32 features.
+        feats_NCT: float32 features: a numpy array, or a tensor on the device for the
+            ``device_splits`` of :func:`read_shards`.
         durations_N: seconds spanned by the T positions.
         gt: N arrays (G, 3) of normalised start, end, label id.
     """
@@ -315,13 +322,78 @@ def epoch_batches(
 def read_features(
     training_set: TrainingSet, split: str, ids: list[str] | None = None
 ) -> ShardArrays:
-    """The rows of ``ids`` (default: the whole split) read straight from the Parquet files
-    with pyarrow, by this process (no Ray Data: a worker reads only what it trains on)."""
+    """The rows of ``ids`` (default: the whole split), see :func:`read_shards`."""
     ids = sorted(training_set.gt[split]) if ids is None else ids
+    return read_shards(training_set, {split: ids})[split]
+
+
+def read_shards(
+    training_set: TrainingSet,
+    ids_by_split: Mapping[str, list[str]],
+    device: torch.device | str | None = None,
+    device_splits: Iterable[str] = (),
+) -> dict[str, ShardArrays]:
+    """The rows of each split's ``ids``, ordered by id, read straight from the Parquet files
+    with pyarrow by this process (no Ray Data: a worker reads only what it trains on).
+
+    One pass over the files for all splits, a file per thread; each file's features go
+    straight to their rows' places in the output (no table of the whole shard, no sort), for
+    ``device_splits`` into one float32 tensor on ``device`` (the copy of one file overlaps
+    the decoding of the next), for the others into a numpy array.
+
+    Raises:
+        TrainDataError: a requested video is not (or no longer) in the files.
+    """
+    import torch  # here: the driver imports this module before torch is needed (jobs.train)
+
+    C, T = training_set.C, training_set.T
+    device_splits = set(device_splits)
+    place = {}  # video id -> (split, row)
+    out: dict[str, ShardArrays] = {}
+    for split, ids in ids_by_split.items():
+        ordered = sorted(ids)
+        place.update((vid, (split, row)) for row, vid in enumerate(ordered))
+        feats = (
+            torch.empty((len(ordered), C, T), dtype=torch.float32, device=device)
+            if split in device_splits
+            else np.empty((len(ordered), C, T), np.float32)
+        )
+        gt = [training_set.gt[split][vid] for vid in ordered]
+        out[split] = ShardArrays(ordered, feats, np.full(len(ordered), np.nan), gt)
     fs, path = storage.pyarrow_filesystem(training_set.features_uri)
     dataset = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
-    table = dataset.to_table(
-        columns=list(READ_COLUMNS), filter=pads.field(VIDEO_ID).isin(pa.array(ids))
-    )
-    joined = join_ground_truth(table, training_set.gt[split])
-    return collect_shard([joined], training_set.C, training_set.T)
+    wanted = pads.field(VIDEO_ID).isin(pa.array(list(place)))
+    found: list[list[str]] = []
+
+    def read(fragment) -> None:
+        table = fragment.to_table(columns=[VIDEO_ID, FEATURES, DURATION], filter=wanted)
+        ids = table.column(VIDEO_ID).to_pylist()
+        if not ids:
+            return
+        chunks = table.column(FEATURES).chunks
+        values = [c.flatten().to_numpy(zero_copy_only=False) for c in chunks]
+        feats_NCT = (values[0] if len(values) == 1 else np.concatenate(values)).reshape(-1, C, T)
+        durations_N = table.column(DURATION).to_numpy()
+        for split, shard in out.items():
+            pairs = [(i, place[v][1]) for i, v in enumerate(ids) if place[v][0] == split]
+            if not pairs:
+                continue
+            src_M, dst_M = (np.asarray(x, np.int64) for x in zip(*pairs, strict=True))
+            shard.durations_N[dst_M] = durations_N[src_M]
+            if isinstance(shard.feats_NCT, torch.Tensor):
+                rows_MCT = torch.from_numpy(feats_NCT[src_M]).to(device)
+                shard.feats_NCT.index_copy_(0, torch.from_numpy(dst_M).to(device), rows_MCT)
+            else:
+                shard.feats_NCT[dst_M] = feats_NCT[src_M]
+        found.append(ids)
+
+    fragments = list(dataset.get_fragments())
+    with ThreadPoolExecutor(max(1, min(len(fragments), os.cpu_count() or 1))) as pool:
+        list(pool.map(read, fragments))
+    missing = sorted(set(place) - {v for ids in found for v in ids})
+    if missing:
+        raise TrainDataError(
+            f"{len(missing)} videos are no longer in the features under "
+            f"{training_set.features_uri} (e.g. {missing[:3]}): rerun on the current table"
+        )
+    return out

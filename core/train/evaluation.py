@@ -2,14 +2,21 @@
 
 Proposals come from :class:`core.models.localizer.Localizer`, the path jobs.extract runs, so
 the numbers a training run reports are the numbers extract's proposals would get.
+:class:`BackgroundValidation` runs it for each epoch's weights in a thread while the next
+epoch trains.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from core.eval.annotations import Annotations
 from core.eval.metrics import Evaluation, EvaluationInputError, evaluate_full
@@ -99,3 +106,69 @@ def validation_metrics(
 ) -> dict[str, float]:
     """:func:`headline` metrics, zeros with a warning when nothing could be evaluated."""
     return headline_of(validation_evaluation(localizer, shard, annotations, batch_size))
+
+
+class BackgroundValidation:
+    """Validates each epoch's weights in a second thread, on a copy of the model, while the
+    training thread goes on with the next epoch.
+
+    :meth:`submit` copies the weights into the copy on the training thread's stream (so the
+    copy sees the epoch's last step and none of the next), then the thread proposes and
+    evaluates: the metrics are those of validating in line. Both threads use the device's
+    current stream, so their kernels interleave in the order they were issued and never race;
+    what the next epoch gains is the evaluation's host work (post-processing, metrics). Wait
+    for :meth:`result` before capturing a CUDA graph (a capture admits no other work).
+
+    Args:
+        model: a freshly built model of the trained one's config and layout, on its device.
+        shard, annotations, class_names, dtype, batch_size: what :func:`validation_evaluation`
+            runs on.
+        skip: state_dict entries that never change (constants), not copied.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, shard: ShardArrays, annotations: Annotations,
+        class_names: list[str], dtype: str, batch_size: int, skip: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
+        device = next(model.parameters()).device
+        self.localizer = Localizer(model, class_names, str(device), dtype)
+        self.shard, self.annotations, self.batch_size = shard, annotations, batch_size
+        self.skip = skip
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="validation")
+        self._pending: Future | None = None
+
+    @torch.no_grad()
+    def submit(self, model: torch.nn.Module) -> None:
+        """Starts validating ``model``'s current weights (the previous result must be taken)."""
+        if self._pending is not None:
+            raise RuntimeError("the previous epoch's validation was not taken")
+        own = self.localizer.model.state_dict()
+        for key, value in model.state_dict().items():
+            if key not in self.skip:
+                own[key].copy_(value)
+        self._pending = self._pool.submit(self._evaluate)
+
+    def _evaluate(self) -> tuple[Evaluation | None, dict[str, float]]:
+        start = time.perf_counter()
+        evaluation = validation_evaluation(
+            self.localizer, self.shard, self.annotations, self.batch_size
+        )
+        metrics: dict[str, Any] = headline_of(evaluation)
+        metrics["val_seconds"] = time.perf_counter() - start
+        return evaluation, metrics
+
+    def wait(self) -> None:
+        """Blocks until the submitted validation is done (e.g. before a graph capture)."""
+        if self._pending is not None:
+            self._pending.exception()
+
+    def result(self) -> tuple[Evaluation | None, Mapping[str, float]]:
+        """The submitted validation's evaluation and headline metrics (with ``val_seconds``,
+        its own duration); raises what it raised."""
+        if self._pending is None:
+            raise RuntimeError("no validation was submitted")
+        pending, self._pending = self._pending, None
+        return pending.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -9,9 +9,12 @@ scheduler, epochs done and the per-epoch history. The step itself (eager or a CU
 :mod:`core.train.step`.
 
 A worker spends its time on the steps: it reads its rows itself (:mod:`core.train.data`),
-hands checkpoints to a background upload (Ray Train's ``ASYNC`` mode, from a copy of the state
-on the host), and rank 0 runs the final task in the same process when the run's last epoch is
-done and the best epoch's weights and evaluation are in its memory
+rank 0 validates each epoch in a second thread while the next epoch trains
+(:class:`core.train.evaluation.BackgroundValidation`; the epoch's report and checkpoint follow
+once its validation is in, so a restart after a failure redoes at most that epoch, with the
+same numbers), checkpoints go to a background upload (Ray Train's ``ASYNC`` mode, from a copy
+of the state on the host), and rank 0 runs the final task in the same process when the run's
+last epoch is done and the best epoch's weights and evaluation are in its memory
 (:mod:`core.train.final_eval`): no second process, model load or pass over the validation set.
 
 Shape legend: B batch, C channels, T positions, G segments per video.
@@ -22,9 +25,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Mapping
+from copy import deepcopy
 from typing import Any
 
 import torch
@@ -35,7 +40,7 @@ from core.models import BMNwActionCls, build_bmn_cls
 from core.models.localizer import Localizer
 from core.train import data, final_eval, step
 from core.train.config import OptimSection, TrainConfig
-from core.train.evaluation import headline_of, validation_evaluation
+from core.train.evaluation import BackgroundValidation, headline_of, validation_evaluation
 from core.train.final_eval import full_state_dict, host_copy, model_weights
 from core.train.step import DeviceShard, autocast_for, to_device, train_epoch
 
@@ -243,10 +248,13 @@ class BestEpoch:
                 best.epoch, best.score = int(h["epoch"]), h[score_key]
         return best
 
-    def offer(self, epoch: int, metrics: Mapping[str, Any], model: nn.Module, evaluation) -> None:
+    def offer(
+        self, epoch: int, metrics: Mapping[str, Any], weights: dict[str, torch.Tensor], evaluation
+    ) -> None:
+        """Takes the epoch if it scores higher; ``weights``: host copies (:func:`model_weights`)."""
         if metrics.get(self.score_key, -math.inf) > self.score:
             self.epoch, self.score = epoch, metrics[self.score_key]
-            self.weights, self.evaluation = model_weights(model), evaluation
+            self.weights, self.evaluation = weights, evaluation
 
     @property
     def in_memory(self) -> bool:
@@ -288,16 +296,15 @@ def _restore_from_ray(state: TrainState) -> None:
     log.info("restored epoch %d from %s", state.epoch, checkpoint.path)
 
 
-def _report(state: TrainState, metrics: dict[str, Any], rank: int) -> None:
+def _report(snapshot: dict[str, Any] | None, metrics: dict[str, Any], rank: int) -> None:
     """Reports the epoch; rank 0 with a checkpoint that a background thread writes straight
-    to the run's storage from a host copy of the state (training goes on meanwhile)."""
+    to the run's storage from ``snapshot`` (:func:`state_to_save`; training goes on)."""
     import ray.train
 
     mode = ray.train.CheckpointUploadMode.ASYNC
     if rank != 0:
         ray.train.report(metrics, checkpoint_upload_mode=mode)
         return
-    snapshot = state_to_save(state)
     storage_ctx = ray.train.get_context().get_storage()
 
     def write(_local, name: str) -> ray.train.Checkpoint:
@@ -315,14 +322,15 @@ def _report(state: TrainState, metrics: dict[str, Any], rank: int) -> None:
 
 
 def _read_rows(
-    training_set: data.TrainingSet, rank: int, world: int
+    training_set: data.TrainingSet, rank: int, world: int, device: torch.device
 ) -> tuple[data.ShardArrays, data.ShardArrays | None]:
-    """This worker's training rows and, on rank 0, the whole validation set."""
-    train = data.read_features(
-        training_set, data.TRAIN, data.shard_ids(training_set, data.TRAIN, rank, world)
-    )
-    val = data.read_features(training_set, data.VAL) if rank == 0 else None
-    return train, val
+    """This worker's training rows (features on its device) and, on rank 0, the whole
+    validation set, in one pass over the files."""
+    wanted = {data.TRAIN: data.shard_ids(training_set, data.TRAIN, rank, world)}
+    if rank == 0:
+        wanted[data.VAL] = sorted(training_set.gt[data.VAL])
+    shards = data.read_shards(training_set, wanted, device, device_splits=[data.TRAIN])
+    return shards[data.TRAIN], shards.get(data.VAL)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -338,7 +346,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     cfg: TrainConfig = loop_config["cfg"]
     training_set: data.TrainingSet = loop_config["training_set"]
-    timings = {"time_worker_start_s": time.time() - loop_config.get("fit_started_at", time.time())}
+    fit_started_at = loop_config.get("fit_started_at", time.time())
+    timings = {"time_worker_start_s": time.time() - fit_started_at}
+    process_started_at = _process_started_at()
+    if process_started_at is not None:  # negative: Ray had the process ready beforehand
+        timings["time_worker_process_s"] = process_started_at - fit_started_at
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -349,7 +361,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     _restore_from_ray(state)
     net = ray.train.torch.prepare_model(state.model)
     start = time.perf_counter()
-    train_rows, val_shard = _read_rows(training_set, rank, world)
+    train_rows, val_shard = _read_rows(training_set, rank, world, device)
     train_shard = to_device(train_rows, state.model, device)
     timings["time_ingest_s"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -360,35 +372,90 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             cfg.optim.grad_clip_max_norm, torch.Generator(device=device),
         )  # fmt: skip
     timings["time_graph_warmup_s"] = time.perf_counter() - start
-    best = BestEpoch.from_history(cfg.checkpoint.score, state.history)
-    while state.epoch < last_epoch(cfg):
-        metrics = run_epoch(state, net, train_shard, cfg, rank, world, graphed)
-        val, evaluation = None, None
-        if rank == 0:
+    validator = None
+    if rank == 0:
+        validator = BackgroundValidation(
+            _validation_model(state.model), val_shard,
+            training_set.val_annotations, training_set.class_names, cfg.dtype,
+            cfg.val_batch_size, skip=final_eval.CONSTANTS,
+        )  # fmt: skip
+    ending = EpochEnding(state, cfg, rank, validator, loop_config, timings)
+    pending = None
+    try:
+        while state.epoch < last_epoch(cfg):
+            if validator is not None and graphed is not None and graphed.needs_capture():
+                validator.wait()  # a capture admits no other work on the device
+            metrics = run_epoch(state, net, train_shard, cfg, rank, world, graphed)
+            state.scheduler.step()
+            state.epoch += 1
+            metrics["epoch"] = state.epoch
+            if pending is not None:  # the previous epoch, validated meanwhile
+                ending.finish(*pending)
+            pending = (metrics, state_to_save(state) if rank == 0 else None)
+            if validator is not None:
+                validator.submit(state.model)
+        if pending is not None:
+            ending.finish(*pending)
+    finally:
+        if validator is not None:
+            validator.close()
+
+
+def _validation_model(model: BMNwActionCls) -> BMNwActionCls:
+    """The model that rank 0 validates on: a copy (on the device, in the same layout) that
+    takes the trained one's weights each epoch."""
+    return deepcopy(model).requires_grad_(False).eval()
+
+
+class EpochEnding:
+    """What follows an epoch once its validation is in: the metrics broadcast, the history,
+    the best epoch, (rank 0, after the last epoch) the final task, and the report with its
+    checkpoint. Runs one epoch late, while the next epoch trains; ``snapshot`` is the train
+    state as the epoch left it (:func:`state_to_save`), completed with the epoch's entry."""
+
+    def __init__(self, state, cfg, rank, validator, loop_config, timings) -> None:
+        self.state, self.cfg, self.rank, self.validator = state, cfg, rank, validator
+        self.loop_config, self.timings = loop_config, timings
+        self.best = BestEpoch.from_history(cfg.checkpoint.score, state.history)
+
+    def finish(self, metrics: dict[str, Any], snapshot: dict[str, Any] | None) -> None:
+        cfg, epoch, evaluation, val = self.cfg, metrics["epoch"], None, None
+        if self.validator is not None:
             start = time.perf_counter()
-            evaluation = evaluate_state(state, val_shard, training_set, cfg.dtype,
-                                        cfg.val_batch_size)  # fmt: skip
-            val = headline_of(evaluation)
-            val["val_seconds"] = time.perf_counter() - start
+            evaluation, val = self.validator.result()
+            val = {**val, "val_wait_seconds": time.perf_counter() - start}
         metrics.update(_broadcast(val))
-        state.scheduler.step()
-        state.epoch += 1
-        metrics["epoch"] = state.epoch
-        state.history.append({k: v for k, v in metrics.items() if _is_number(v)})
-        if rank == 0:
-            best.offer(state.epoch, metrics, state.model, evaluation)
-            if state.epoch == cfg.epochs and best.in_memory:
+        entry = {k: v for k, v in metrics.items() if _is_number(v)}
+        self.state.history.append(entry)
+        if snapshot is not None:
+            snapshot["history"].append(dict(entry))
+        if self.rank == 0:
+            self.best.offer(epoch, metrics, snapshot["model"], evaluation)
+            if epoch == cfg.epochs and self.best.in_memory:
                 start = time.perf_counter()
                 sha = final_eval.write_outputs(
-                    best, state.history, loop_config["model_cfg"], training_set,
-                    loop_config["output_uri"], cfg,
+                    self.best, self.state.history, self.loop_config["model_cfg"],
+                    self.loop_config["training_set"], self.loop_config["output_uri"], cfg,
                 )  # fmt: skip
-                metrics.update({FINAL_TASK: 1, "best_epoch": best.epoch, "best_sha256": sha})
-                timings["time_final_task_s"] = time.perf_counter() - start
-            metrics.update(timings)
+                metrics.update({FINAL_TASK: 1, "best_epoch": self.best.epoch, "best_sha256": sha})
+                self.timings["time_final_task_s"] = time.perf_counter() - start
+            metrics.update(self.timings)
         start = time.perf_counter()
-        _report(state, metrics, rank)
-        timings["time_report_s"] = timings.get("time_report_s", 0.0) + time.perf_counter() - start
+        _report(snapshot, metrics, self.rank)
+        elapsed = time.perf_counter() - start
+        self.timings["time_report_s"] = self.timings.get("time_report_s", 0.0) + elapsed
+
+
+def _process_started_at() -> float | None:
+    """When this process started, as ``time.time()`` (Linux's /proc); None elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _is_number(value: Any) -> bool:

@@ -11,8 +11,7 @@ hundred, which at the recipe's batch of 16 is what bounds the eager loop (the GP
 small kernels). The capture needs warm-up steps; they run on a copy-and-restore of the weights,
 optimizer state and batch-norm statistics, so the state after capture is the state before. The
 PEM loss's sampling generator is registered with the graph and reseeded every epoch, as in the
-eager loop. Heads whose loss picks its cells with a host synchronisation (``span``) train
-eagerly. Adam runs inside the graph (``capturable=True``); the graph is captured again when the
+eager loop. Adam runs inside the graph (``capturable=True``); the graph is captured again when the
 schedule changes the learning rate (a float baked into the captured kernels).
 
 Shape legend: N rows of the shard, B batch, C channels, T positions, G segments per video.
@@ -30,7 +29,6 @@ import torch
 from torch import nn
 
 from core.models import BMNwActionCls, pad_ground_truth
-from core.models.heads import SpanActionHead
 from core.models.targets import BMNTargets
 from core.train import data
 
@@ -93,9 +91,10 @@ def shard_targets(model: BMNwActionCls, gt: list[np.ndarray], device: torch.devi
 def to_device(
     shard: data.ShardArrays, model: BMNwActionCls, device: torch.device | str
 ) -> DeviceShard:
-    """The shard's features copied to the device once, with their targets."""
+    """The shard's features on the device (copied once, unless they are there already), with
+    their targets."""
     device = torch.device(device)
-    feats_NCT = torch.from_numpy(shard.feats_NCT).to(device)
+    feats_NCT = torch.as_tensor(shard.feats_NCT, device=device)
     return DeviceShard(feats_NCT, shard_targets(model, shard.gt, device))
 
 
@@ -131,13 +130,11 @@ def use_channels_last(model: BMNwActionCls) -> None:
 
 
 def graphs_apply(device: torch.device, world: int, model: BMNwActionCls) -> bool:
-    """Whether :class:`GraphedStep` can run this model: one CUDA device (no DDP), a head whose
-    loss has static shapes (not ``span``: it picks its cells with ``nonzero``), and a torch
-    that registers custom generators with graphs."""
+    """Whether :class:`GraphedStep` can run this model: one CUDA device (no DDP) and a torch
+    that registers custom generators with graphs (every head's loss has static shapes)."""
     return (
         device.type == "cuda"
         and world == 1
-        and not isinstance(model.x_1d_cls, SpanActionHead)
         and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
     )
 
@@ -210,9 +207,13 @@ class GraphedStep:
         self.graph = graph
         self.captured_lr = [g["lr"] for g in self.optimizer.param_groups]
 
+    def needs_capture(self) -> bool:
+        """Whether the next :meth:`run` captures the step (the first, or a new learning rate)."""
+        return [g["lr"] for g in self.optimizer.param_groups] != self.captured_lr
+
     def run(self, batches: Iterable[np.ndarray]) -> dict[str, torch.Tensor]:
         """Replays the step for each batch of row indices; the summed losses (on device)."""
-        if [g["lr"] for g in self.optimizer.param_groups] != self.captured_lr:
+        if self.needs_capture():
             self._capture()
         for total in self.sums.values():
             total.zero_()

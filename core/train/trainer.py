@@ -67,7 +67,8 @@ class TrainSummary:
     metrics: dict[str, Any] | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     """Seconds per phase: ``time_prepare_s`` (annotations, features index), ``time_fit_s``
-    (Ray Train, of which the workers': ``time_worker_start_s`` until the loop runs,
+    (Ray Train, of which the workers': ``time_worker_start_s`` until the loop runs, of which
+    ``time_worker_process_s`` until the worker's process existed,
     ``time_ingest_s`` reading the rows and computing targets, ``time_graph_warmup_s``,
     ``time_final_task_s``, ``time_report_s``), ``time_after_fit_s``; per epoch see the
     history (``train_seconds``, ``val_seconds``)."""
@@ -175,6 +176,20 @@ def make_trainer(
     )
 
 
+def start_autoscaling_coordinator() -> None:
+    """Starts the actor that Ray Train's controller asks for resources as it starts (ray
+    2.60: ``AutoscalingCoordinator``, detached, one per cluster) ahead of the run. The
+    controller waits up to 5 s for its answer, and on a fresh cluster the actor's process is
+    not up in time when both start together: 5 s lost before any worker starts."""
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+    except ImportError:  # another Ray: whatever it needs starts with the run
+        return
+    get_or_create_autoscaling_coordinator()  # returns at once; the actor starts meanwhile
+
+
 def best_checkpoint(result, score: str):
     """The kept checkpoint with the highest ``score`` (the earliest epoch among ties)."""
     candidates = [(c, m) for c, m in (result.best_checkpoints or []) if score in m]
@@ -205,6 +220,7 @@ def run_training(
     """
     start = time.perf_counter()
     validate_train_config(cfg)
+    start_autoscaling_coordinator()
     features_uri, annotations_uri = absolute_uri(features_uri), absolute_uri(annotations_uri)
     output_uri = absolute_uri(output_uri)
     check_output(output_uri, cfg, resume)

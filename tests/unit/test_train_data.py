@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
+import os
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pytest
+import torch
 
 from core import storage
 from core.eval.annotations import VideoAnnotation, parse_annotations
@@ -114,3 +118,28 @@ def test_prepare_training_set_errors(tmp_path):
     storage.write_bytes(commits.part_uri(out, "features", "0" * 32), commits.parquet_bytes(table))
     with pytest.raises(data.TrainDataError, match="more than once"):
         data.prepare_training_set(out, anno_uri, DataSection())
+
+
+def test_read_shards_equals_join_then_collect(tmp_path):
+    """One pass over several files: each split's rows in id order, features on the device for
+    the device splits, the same arrays as the table-wide join and sort."""
+    out = str(tmp_path / "feats")
+    anno_uri = synthetic_features.write_synthetic(out, 23, C=3, T=4, num_classes=2, rows_per_file=4)
+    ts = data.prepare_training_set(out, anno_uri, DataSection())
+    table = pads.dataset(ts.features_uri, format="parquet").to_table(columns=list(data.READ_COLUMNS))
+    train_ids = data.shard_ids(ts, data.TRAIN, 1, 2)  # every second id: files hold both splits
+    shards = data.read_shards(ts, {data.TRAIN: train_ids, data.VAL: list(ts.gt[data.VAL])},
+                              device="cpu", device_splits=[data.TRAIN])  # fmt: skip
+    for split, ids in ((data.TRAIN, train_ids), (data.VAL, sorted(ts.gt[data.VAL]))):
+        gt = {vid: ts.gt[split][vid] for vid in ids}
+        expected = data.collect_shard([data.join_ground_truth(table, gt)], 3, 4)
+        got = shards[split]
+        assert got.video_ids == expected.video_ids == sorted(ids)
+        np.testing.assert_array_equal(np.asarray(got.feats_NCT), expected.feats_NCT)
+        np.testing.assert_array_equal(got.durations_N, expected.durations_N)
+        assert all(np.array_equal(a, b) for a, b in zip(got.gt, expected.gt, strict=True))
+    assert isinstance(shards[data.TRAIN].feats_NCT, torch.Tensor)
+    assert isinstance(shards[data.VAL].feats_NCT, np.ndarray)
+    os.remove(pads.dataset(ts.features_uri, format="parquet").files[0])
+    with pytest.raises(data.TrainDataError, match="no longer in the features"):
+        data.read_features(ts, data.TRAIN)

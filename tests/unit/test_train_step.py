@@ -93,3 +93,48 @@ def test_restored_optimizer_state_takes_the_parameters_layout():
     torch.testing.assert_close(moments["exp_avg"], saved["optimizer"]["state"][
         next(i for i, p in enumerate(target.optimizer.param_groups[0]["params"]) if p is weight)
     ]["exp_avg"])  # fmt: skip
+
+
+def nonzero_span_loss(head, head_BCT, class_BDT):
+    """The span head's loss as it was before it became capturable: the matched cells picked
+    with ``nonzero`` into a padded (B, P) layout (the reference the masked loss must equal)."""
+    b_idx, d_idx, s_idx = torch.nonzero(class_BDT >= 0, as_tuple=True)
+    if len(b_idx) == 0:
+        return head_BCT.sum() * 0.0
+    B = head_BCT.shape[0]
+    counts_B = torch.bincount(b_idx, minlength=B)
+    P = int(counts_B.max())
+    slot_M = torch.arange(len(b_idx)) - (counts_B.cumsum(0) - counts_B)[b_idx]
+    start_BP = torch.zeros(B, P, dtype=torch.long)
+    end_BP = torch.ones(B, P, dtype=torch.long)
+    start_BP[b_idx, slot_M] = s_idx
+    end_BP[b_idx, slot_M] = s_idx + d_idx + 1
+    logits_BPK = head.logits(head_BCT, start_BP, end_BP)
+    return torch.nn.functional.cross_entropy(
+        logits_BPK[b_idx, slot_M], class_BDT[b_idx, d_idx, s_idx]
+    )
+
+
+def test_span_loss_without_nonzero_equals_the_picked_cells_loss():
+    from core.models.heads import SpanActionHead
+    from core.models.targets import BMNTargets, proposal_class_map
+
+    torch.manual_seed(0)
+    head = SpanActionHead(C, K, dropout=0.0, iou_threshold=0.5)
+    gt_BG2 = torch.tensor([[[0.1, 0.4], [0.5, 0.9]], [[0.2, 0.3], [0.0, 0.0]], [[0.0, 1.0], [0.3, 0.6]]])
+    valid_BG = torch.tensor([[True, True], [True, False], [True, True]])
+    labels_BG = torch.tensor([[0, 2], [1, -1], [2, 1]])
+    class_BDT = proposal_class_map(gt_BG2, valid_BG, labels_BG, T, 0.5)
+    assert (class_BDT >= 0).sum() > 10
+    targets = BMNTargets(None, None, None, None, class_BDT)
+    feats = torch.randn(3, C, T, requires_grad=True)
+    got = head.loss(head(feats, None), targets)
+    (grad_got,) = torch.autograd.grad(got, feats)
+    expected = nonzero_span_loss(head, head(feats, None), class_BDT)
+    (grad_expected,) = torch.autograd.grad(expected, feats)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(grad_got, grad_expected, rtol=1e-5, atol=1e-7)
+    # no matched cell: zero loss and zero gradients, as before
+    none = head.loss(head(feats, None), BMNTargets(None, None, None, None, class_BDT * 0 - 1))
+    assert none.item() == 0.0
+    assert torch.equal(torch.autograd.grad(none, feats)[0], torch.zeros_like(feats))
