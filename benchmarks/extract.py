@@ -56,6 +56,8 @@ from core.pipeline.config import ExtractConfig
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TSN = REPO / "configs" / "extract" / "tsn_r50_400x100.py"
 SLOWONLY = REPO / "configs" / "extract" / "slowonly_r50_2048x100.py"
+RANDOM_WEIGHTS = ["extractor.checkpoint=None"]
+"""The recognizer's weights are random here (its speed does not depend on them)."""
 STEADY = (0.1, 0.9)
 """The steady window: from this share of the videos committed to that one."""
 
@@ -172,7 +174,7 @@ def _rate(fx, clips, reps: int = 20) -> float:
     return len(clips) * reps / (time.perf_counter() - t0)
 
 
-def precision_variants(cfg: ExtractConfig, paths: list[str]) -> dict:
+def precision_variants(cfg: ExtractConfig, paths: list[str], compile_too: bool) -> dict:
     """The recognizer at float32 / bfloat16 / channels-last / torch.compile on real clips:
     snippets/s and each one's features against float32's."""
     import torch
@@ -193,8 +195,9 @@ def precision_variants(cfg: ExtractConfig, paths: list[str]) -> dict:
         "float32_channels_last": dict(dtype="float32", channels_last=True),
         "bfloat16": dict(dtype="bfloat16", channels_last=False),
         "bfloat16_channels_last": dict(dtype="bfloat16", channels_last=True),
-        "bfloat16_channels_last_compile": dict(dtype="bfloat16", channels_last=True),
     }
+    if compile_too:
+        variants["bfloat16_channels_last_compile"] = dict(dtype="bfloat16", channels_last=True)
     out, reference = {}, None
     for name, settings in variants.items():
         torch.backends.cudnn.benchmark = False
@@ -305,16 +308,32 @@ def _stats(a: np.ndarray, window, columns: dict[str, int]) -> dict:
 
 
 class Progress(logging.Handler):
-    """The driver's progress stream: (seconds since the job started, videos committed)."""
+    """The driver's progress stream, in seconds since the job started: (when, videos committed)
+    per committed batch, when each video's features were done and by which decoder, when each
+    actor became ready."""
 
     def __init__(self, t0: float) -> None:
         super().__init__(logging.DEBUG)
-        self.t0 = t0
+        self.t0, self.wall0 = t0, time.time()
         self.points: list[tuple[float, int]] = [(0.0, 0)]
+        self.features: list[tuple[float, str]] = []
+        self.ready: dict[str, list[float]] = {"features": [], "localizer": []}
 
     def emit(self, record: logging.LogRecord) -> None:
-        if hasattr(record, "committed"):
-            self.points.append((time.perf_counter() - self.t0, int(record.committed)))
+        from core.pipeline import columns as col
+
+        if not hasattr(record, "committed"):
+            return
+        self.points.append((time.perf_counter() - self.t0, int(record.committed)))
+        summary = record.summary
+        done = summary[col.FEATURES_DONE_AT] - self.wall0
+        self.features += list(zip(done.tolist(), summary[col.DECODER].tolist(), strict=True))
+        for name, column in (
+            ("features", col.ACTOR_READY_AT),
+            ("localizer", col.LOCALIZER_READY_AT),
+        ):
+            at = summary[column]
+            self.ready[name] += (at[at > 0] - self.wall0).tolist()
 
 
 class _NoDebug(logging.Filter):
@@ -334,7 +353,7 @@ def run_job(label: str, config_path: str, manifest: str, options: list[str], tmp
 
     out = os.path.join(tmp, f"out-{label}")
     argv = ["--config", config_path, "--input", manifest, "--output", out]
-    argv += ["--cfg-options", *options] if options else []
+    argv += ["--cfg-options", *RANDOM_WEIGHTS, *options]
     driver_log = logging.getLogger("core.pipeline.driver")
     driver_log.setLevel(logging.DEBUG)
     t0 = time.perf_counter()
@@ -354,28 +373,66 @@ def run_job(label: str, config_path: str, manifest: str, options: list[str], tmp
         "label": label, "config": os.path.relpath(config_path, REPO), "cfg_options": options,
         "exit_code": code, "videos": total, "videos_ok": record["num_ok"],
         "seconds": seconds, "videos_per_s_overall": total / seconds,
-        "start_up_s": float(t[np.argmax(n > 0)]) if n.max() > 0 else None,
+        "start_up": start_up(t, n, progress),
         "run_seconds_to_first_commit": record.get("seconds_to_first_commit"),
         "actor_start_seconds": record.get("actor_start_seconds"),
         "busy_seconds": record.get("busy_seconds"),
         "videos_by_decoder": record.get("videos_by_decoder"),
         "progress": [[round(a, 2), int(b)] for a, b in zip(t, n, strict=True)],
     }  # fmt: skip
-    window = None
-    if n.max() >= STEADY[1] * total:
-        ia = int(np.argmax(n >= STEADY[0] * total))
-        ib = int(np.argmax(n >= STEADY[1] * total))
-        if t[ib] > t[ia]:
-            window = (float(t[ia]), float(t[ib]))
-            result["steady"] = {
-                "from_s": window[0], "to_s": window[1],
-                "videos_per_s": float((n[ib] - n[ia]) / (t[ib] - t[ia])),
-            }  # fmt: skip
-    result["tail_s"] = (
-        float(seconds - t[int(np.argmax(n >= STEADY[1] * total))]) if window else None
-    )
+    result["start_up_s"] = result["start_up"].get("first_commit_s")
+    result["steady"], window = steady_state(progress.features, t, n)
     result["monitors"] = sampler.summary(window)
     return result
+
+
+def start_up(t: np.ndarray, n: np.ndarray, progress: Progress) -> dict:
+    """Seconds from the job's start to each step of its start-up."""
+    out: dict = {}
+    for name, times in progress.ready.items():
+        if times:
+            out[f"{name}_actors_ready_s"] = {"first": min(times), "median": float(np.median(times)),
+                                             "last": max(times), "actors": len(times)}  # fmt: skip
+    if progress.features:
+        out["first_features_s"] = min(f for f, _ in progress.features)
+    if n.max() > 0:
+        out["first_commit_s"] = float(t[np.argmax(n > 0)])
+    return out
+
+
+def steady_state(features: list[tuple[float, str]], t: np.ndarray, n: np.ndarray):
+    """The rate between 10% and 90% of the videos' features done (the feature actors' rate:
+    the stages after them run far faster and catch up), by decoder, and the commits' rate
+    over the same window."""
+    if len(features) < 10:
+        return None, None
+    done = np.sort(np.asarray([f for f, _ in features]))
+    a, b = done[int(STEADY[0] * len(done))], done[int(STEADY[1] * len(done)) - 1]
+    if b <= a:
+        return None, None
+    inside = [d for f, d in features if a <= f <= b]
+    by_decoder = {k: inside.count(k) / (b - a) for k in sorted(set(inside))}
+    committed = np.interp([a, b], t, n)
+    return {
+        "from_s": float(a), "to_s": float(b), "videos_per_s": len(inside) / (b - a),
+        "videos_per_s_by_decoder": by_decoder,
+        "commits_per_s_same_window": float((committed[1] - committed[0]) / (b - a)),
+        "tail_s": float(t[-1] - b),
+    }, (float(a), float(b))  # fmt: skip
+
+
+def load(path: pathlib.Path) -> ExtractConfig:
+    cfg, _ = config.load(str(path), ExtractConfig)
+    return dataclasses.replace(cfg, extractor=dataclasses.replace(cfg.extractor, checkpoint=None))
+
+
+def _save(path: str, result: dict) -> None:
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _show(name: str, value) -> None:
+    print(json.dumps({name: value}), flush=True)
 
 
 def _hours_per_hour(videos_per_s: float, bound: dict) -> float:
@@ -387,14 +444,16 @@ def main() -> int:
     parser.add_argument("--output", required=True)
     parser.add_argument("--distinct", type=int, default=32)
     parser.add_argument("--copies", type=int, default=24)
-    parser.add_argument("--bound-copies", type=int, default=2)
+    parser.add_argument("--bound-videos", type=int, default=128)
     parser.add_argument("--min-duration", type=float, default=10)
     parser.add_argument("--max-duration", type=float, default=20)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--job", nargs=2, action="append", metavar=("LABEL", "OPTIONS"),
                         help="a job to run: label and space-separated cfg options; default "
                         "hybrid (the config as it is) and cpu_only")  # fmt: skip
-    parser.add_argument("--slowonly-copies", type=int, default=0)
+    parser.add_argument("--slowonly-copies", type=int, default=0, help="0: no SlowOnly job")
+    parser.add_argument("--slowonly", action="store_true", help="SlowOnly's precisions and bound")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile SlowOnly")
     args = parser.parse_args()
 
     import torch
@@ -407,7 +466,7 @@ def main() -> int:
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    cfg, _ = config.load(str(TSN), ExtractConfig)
+    cfg = load(TSN)
     cpu_only = [f"extractor.num_actors={args.workers}", "pipeline.nvdec_actors_per_node=0",
                 "sampling.decoder=cpu"]  # fmt: skip
     job_list = args.job or [["hybrid", ""], ["cpu_only", " ".join(cpu_only)]]
@@ -426,7 +485,7 @@ def main() -> int:
             "codec": "h264", "seconds_to_make": time.perf_counter() - t0,
         }  # fmt: skip
         sampling = dataclasses.asdict(cfg.sampling)
-        bound_paths = paths * args.bound_copies
+        bound_paths = (paths * args.bound_videos)[: args.bound_videos]
         bounds = {"cpu": decode_bound(bound_paths, sampling, args.workers, "cpu")}
         reason = nvdec_reason()
         result["nvdec"] = reason is None
@@ -436,26 +495,28 @@ def main() -> int:
         else:
             result["nvdec_unavailable_because"] = reason
         result["decode_bound"] = bounds
+        _show("decode_bound", bounds)
         per_video_s = bounds["cpu"]["video_seconds"] / bounds["cpu"]["videos"]
         result["corpus"]["video_seconds"] = per_video_s * result["corpus"]["videos"]
         result["recognizer_bound"] = recognizer_bound(cfg)
-        jobs_out = {}
+        _show("recognizer_bound", result["recognizer_bound"])
+        jobs_out = result["jobs"] = {}
         for label, options in job_list:
             if label != "cpu_only" and reason is not None and not options:
                 continue  # the hybrid job needs NVDEC
             jobs_out[label] = run_job(label, str(TSN), manifest, options.split(), tmp)
             j = jobs_out[label]
-            rate = j.get("steady", {}).get("videos_per_s")
+            rate = (j.get("steady") or {}).get("videos_per_s")
             if rate:
                 j["steady"]["fraction_of_cpu_decode_bound"] = rate / bounds["cpu"]["videos_per_s"]
                 j["steady"]["video_hours_per_hour"] = _hours_per_hour(rate, bounds["cpu"])
-            print(json.dumps({label: {k: v for k, v in j.items() if k != "progress"}}), flush=True)
-        result["jobs"] = jobs_out
+            _show(label, {k: v for k, v in j.items() if k != "progress"})
+            result["jobs"] = jobs_out
+            _save(args.output, result)  # what is done so far, should a later part fail
         _headline(result)
-        if args.slowonly_copies:
+        if args.slowonly or args.slowonly_copies:
             result["slowonly"] = slowonly(args, paths, tmp, cpu_only)
-    pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    _save(args.output, result)
     print(json.dumps({k: v for k, v in result.items() if k != "jobs"}, indent=2))
     return 0
 
@@ -465,7 +526,7 @@ def _headline(result: dict) -> None:
     jobs_out = result["jobs"]
 
     def steady(label):
-        return jobs_out.get(label, {}).get("steady", {}).get("videos_per_s")
+        return (jobs_out.get(label, {}).get("steady") or {}).get("videos_per_s")
 
     bound = result["decode_bound"]["cpu"]
     result["end_to_end_cpu_only_videos_per_s"] = steady("cpu_only")
@@ -475,26 +536,34 @@ def _headline(result: dict) -> None:
     if steady("hybrid") and steady("cpu_only"):
         result["hybrid_over_cpu_only"] = steady("hybrid") / steady("cpu_only")
     result["start_up_s"] = {k: v.get("start_up_s") for k, v in jobs_out.items()}
+    if result["decode_bound"].get("nvdec"):
+        both = bound["videos_per_s"] + result["decode_bound"]["nvdec"]["videos_per_s"]
+        result["cpu_plus_nvdec_decode_bound_videos_per_s"] = both
 
 
 def slowonly(args, paths: list[str], tmp: str, cpu_only: list[str]) -> dict:
-    cfg, _ = config.load(str(SLOWONLY), ExtractConfig)
+    cfg = load(SLOWONLY)
     out: dict = {"config": os.path.relpath(SLOWONLY, REPO)}
-    out["precision"] = precision_variants(cfg, paths)
+    out["precision"] = precision_variants(cfg, paths, args.compile)
+    _show("slowonly_precision", out["precision"])
     sampling = dataclasses.asdict(cfg.sampling)
-    out["decode_bound_cpu"] = decode_bound(paths, sampling, args.workers, "cpu")
+    bound_paths = (paths * args.bound_videos)[: args.bound_videos]
+    out["decode_bound_cpu"] = decode_bound(bound_paths, sampling, args.workers, "cpu")
+    _show("slowonly_decode_bound_cpu", out["decode_bound_cpu"])
+    if not args.slowonly_copies:
+        return out
     manifest = write_manifest(tmp, paths, args.slowonly_copies, "manifest-slowonly")
     for label, options in (("hybrid", []), ("cpu_only", cpu_only)):
         if label == "hybrid" and nvdec_reason() is not None:
             continue
         j = run_job(f"slowonly-{label}", str(SLOWONLY), manifest, options, tmp)
-        rate = j.get("steady", {}).get("videos_per_s")
+        rate = (j.get("steady") or {}).get("videos_per_s")
         if rate:
             j["steady"]["fraction_of_cpu_decode_bound"] = (
                 rate / out["decode_bound_cpu"]["videos_per_s"]
             )
         out[label] = j
-        print(json.dumps({j["label"]: {k: v for k, v in j.items() if k != "progress"}}), flush=True)
+        _show(j["label"], {k: v for k, v in j.items() if k != "progress"})
     return out
 
 

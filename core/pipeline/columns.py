@@ -32,6 +32,11 @@ SECONDS_LOCALIZER = "seconds_localizer"
 SECONDS_WRITE = "seconds_write"  # the writer: Parquet and commit
 DECODER = "decoder"  # "cpu" or "nvdec": what decoded the video
 ACTOR_START_SECONDS = "actor_start_seconds"  # an actor's start-up, on its first row only
+# when things happened, float64 Unix seconds (0 where not set): for the job's progress stream
+FEATURES_DONE_AT = "features_done_at"  # the feature actor finished the row's call
+ACTOR_READY_AT = "actor_ready_at"  # a feature actor became ready, on its first row only
+LOCALIZER_READY_AT = "localizer_ready_at"  # the localizer actor became ready, its first row
+TIMES = (FEATURES_DONE_AT, ACTOR_READY_AT, LOCALIZER_READY_AT)
 BUSY_COLUMNS = {
     "features": SECONDS_FEATURES,
     "recognizer": SECONDS_RECOGNIZER,

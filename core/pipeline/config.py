@@ -60,9 +60,12 @@ class PipelineSection:
     the tail, where one actor still works through its queue while the others are done."""
     write_num_cpus: float = 0.5
     """CPU that one write task reserves (Parquet encoding and the commit: short bursts)."""
+    cpu_decoder_niceness: int = 10
+    """Added to a CPU-decoding actor's niceness once it is ready, so that the localizer, the
+    write tasks, Ray and the driver get a core at once when they need one; 0 keeps it."""
     warm_up: bool = True
-    """Each feature actor runs one recognizer batch while it starts, so that CUDA's kernels
-    load while the pool starts rather than in the first videos' batches."""
+    """Each feature actor runs one recognizer batch, and the localizer one video, while they
+    start, so that CUDA's kernels load then rather than in the first videos' calls."""
 
     def __post_init__(self) -> None:
         if self.nvdec_actors_per_node < 0:
@@ -71,6 +74,10 @@ class PipelineSection:
             )
         if not 0 < self.nvdec_num_cpus <= 1:
             raise ValueError(f"nvdec_num_cpus must be in (0, 1], got {self.nvdec_num_cpus}")
+        if not 0 <= self.cpu_decoder_niceness <= 19:
+            raise ValueError(
+                f"cpu_decoder_niceness must be in [0, 19], got {self.cpu_decoder_niceness}"
+            )
         if not 0 < self.write_num_cpus <= 1:
             raise ValueError(f"write_num_cpus must be in (0, 1], got {self.write_num_cpus}")
         if self.tasks_in_flight_per_actor < 1:

@@ -14,7 +14,8 @@ plan, the actors' start, the first batches through every stage), ``busy_seconds`
 seconds summed over its calls; ``decode`` is the feature actors' time outside the recognizer),
 ``actor_start_seconds`` and ``videos_by_decoder``. The progress stream is this module's logger:
 an INFO line every ``progress_every_s`` and a DEBUG record per committed batch whose
-``committed`` and ``total`` attributes give the count.
+``committed`` and ``total`` attributes give the count and ``summary`` the batch's summary rows
+(with when each video's features were done and when each actor became ready).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class ExtractSummary(runs.RunSummary):
     busy_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     """Seconds each stage worked, summed over its actors' calls: ``decode`` (fetch, decode,
     snippets; the feature actors' time outside the recognizer), ``recognizer``,
-    ``localizer``, ``write``."""
+    ``localizer``, ``write``; and ``features_cpu`` / ``features_nvdec``, the feature actors'
+    whole calls by decoder."""
     videos_by_decoder: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
@@ -251,6 +253,10 @@ class _Counts:
         if col.DECODER in summary:
             for decoder in summary[col.DECODER][mine & ok]:
                 self.by_decoder[str(decoder)] = self.by_decoder.get(str(decoder), 0) + 1
+            for decoder, seconds in zip(summary[col.DECODER], summary[col.SECONDS_FEATURES],
+                                        strict=True):  # fmt: skip
+                key = f"features_{decoder or 'unknown'}"
+                self.busy[key] = self.busy.get(key, 0.0) + float(seconds)
         self.committed.update(str(v) for v in summary[tables.VIDEO_ID][mine])
 
 
@@ -314,8 +320,8 @@ def _run_pass(
             counts.first_commit_s = round(time.perf_counter() - t0, 3)
             log.info("first batch committed %.1f s after the start", counts.first_commit_s)
         n = len(counts.committed)
-        log.debug("committed %d/%d videos", n, len(videos), extra={"committed": n,
-                  "total": len(videos)})  # fmt: skip
+        log.debug("committed %d/%d videos", n, len(videos),
+                  extra={"committed": n, "total": len(videos), "summary": summary})  # fmt: skip
         if time.perf_counter() - last_log > progress_every_s:
             log.info("progress: %d/%d videos committed", n, len(videos))
             last_log = time.perf_counter()

@@ -12,8 +12,12 @@ takes the slot of the one that died); an actor that finds them all taken decodes
 A slot holder decodes with NVDEC (``sampling.decoder='auto'``: where it can, else on the CPU).
 
 :class:`FeatureActor` wraps :class:`core.pipeline.stages.SnippetFeatures`: it picks the
-decoder, warms the recognizer up while the pool starts, and adds the seconds of each call
-(:data:`core.pipeline.columns.BUSY_COLUMNS`) and the decoder to the rows.
+decoder, warms the recognizer up while the pool starts, lowers a CPU decoder's priority once
+it is ready (``pipeline.cpu_decoder_niceness``: the decoders take every core they can get, and
+the localizer, the write tasks, Ray and the driver must not wait behind them; among
+themselves, and beside NVDEC actors that must keep their decoder fed, nothing changes), and
+adds the seconds and times of each call (:data:`core.pipeline.columns.BUSY_COLUMNS`,
+:data:`core.pipeline.columns.TIMES`) and the decoder to the rows.
 """
 
 from __future__ import annotations
@@ -104,7 +108,10 @@ class FeatureActor:
                 np.zeros((1, s.clip_len, s.crop_size, s.crop_size, 3), np.uint8)
             )
         self.start_seconds = time.perf_counter() - started
+        self.ready_at = time.time()
         self._first = True
+        if self.decoder == "cpu" and cfg.pipeline.cpu_decoder_niceness:
+            os.nice(cfg.pipeline.cpu_decoder_niceness)
         log.info("feature actor ready in %.1f s, decoding on %s", self.start_seconds, self.decoder)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -118,10 +125,12 @@ class FeatureActor:
             B, (stages.recognizer_clock.seconds - recognizer) * share
         )
         out[col.DECODER] = np.full(B, self.decoder, dtype=object)
-        start_B = np.zeros(B)
+        start_B, ready_B = np.zeros(B), np.zeros(B)
         if self._first and B:
-            start_B[0], self._first = self.start_seconds, False
+            start_B[0], ready_B[0], self._first = self.start_seconds, self.ready_at, False
         out[col.ACTOR_START_SECONDS] = start_B
+        out[col.ACTOR_READY_AT] = ready_B
+        out[col.FEATURES_DONE_AT] = np.full(B, time.time())
         return out
 
 

@@ -358,6 +358,10 @@ class LabelledProposals:
             allow_pickle=cfg.checkpoint.allow_pickle,
             seed=cfg.seed,
         )
+        if cfg.pipeline.warm_up and device == "cuda":  # CUDA's kernels load now, not later
+            C = int(cfg.extractor.feature_dim or cfg.model["feat_dim"])
+            self.localizer.propose(np.zeros((1, C, cfg.temporal_dim), np.float32), np.ones(1))
+        self.ready_at = time.time()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -377,4 +381,12 @@ class LabelledProposals:
             col.PROPOSAL_LABEL: label_BP,
             col.PROPOSAL_VALID: valid_BP,
             col.SECONDS_LOCALIZER: np.full(B, (time.perf_counter() - started) / max(B, 1)),
+            col.LOCALIZER_READY_AT: self._ready_B(B),
         }
+
+    def _ready_B(self, B: int) -> np.ndarray:
+        """When this actor became ready, on its first output row only."""
+        ready_B = np.zeros(B)
+        if B and self.ready_at:
+            ready_B[0], self.ready_at = self.ready_at, 0.0
+        return ready_B

@@ -79,7 +79,7 @@ def write_batch(batch: dict[str, np.ndarray], ctx: WriteContext) -> dict[str, np
     B = len(ids)
     timings = {
         name: np.asarray(batch[name], np.float64) if name in batch else np.zeros(B)
-        for name in (*col.BUSY_COLUMNS.values(), col.ACTOR_START_SECONDS)
+        for name in (*col.BUSY_COLUMNS.values(), col.ACTOR_START_SECONDS, *col.TIMES)
     }
     timings[col.SECONDS_WRITE] = np.full(B, (time.perf_counter() - started) / max(B, 1))
     return {

@@ -83,7 +83,8 @@ def test_busy_seconds_sum_the_stages_and_decode_excludes_the_recognizer():
     counts.add(summary)
     counts.add(summary | {col.COMMITTED: np.asarray([False, False])})  # another run's: busy too
     assert counts.busy_seconds() == {"decode": 8.0, "recognizer": 2.0, "localizer": 0.4,
-                                     "write": 0.8}  # fmt: skip
+                                     "write": 0.8, "features_cpu": 4.0,
+                                     "features_nvdec": 6.0}  # fmt: skip
     assert counts.by_decoder == {"cpu": 1, "nvdec": 1}
     assert counts.actor_starts()["actors"] == 2 and counts.actor_starts()["max"] == 4.0
 
