@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import core  # noqa: E402, F401  (upstream shims before mmaction)
+from core import runtime  # noqa: E402
 from core.eval.annotations import parse_annotations  # noqa: E402
 from core.train import data, loop, step, synthetic_features  # noqa: E402
 from core.train.config import DataSection, OptimSection, TrainConfig  # noqa: E402
@@ -288,16 +289,23 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name() if device.type == "cuda"
         else platform.processor() or "cpu",
         "python": platform.python_version(), "torch": torch.__version__,
+        "packages": runtime.package_versions(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "corpus_seconds": time.perf_counter() - start,
     }  # fmt: skip
     report["args"]["job_root"] = [str(p) for p in args.job_root]
+
+    def save() -> None:  # after each part: a run cut short keeps what it measured
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=2))
+
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         features, anno_uri, report["parquet_write_seconds"] = write_features(
             tmp, table, annotations
         )
         del table
         report["job"] = bench_job(args, ROOT, features, anno_uri, os.path.join(tmp, "run"))
+        save()
         for i, root in enumerate(args.job_root):
             run = os.path.join(tmp, f"run_{i}")
             report.setdefault("job_other_roots", {})[str(root)] = bench_job(
@@ -305,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if not args.skip_step:
         report["step"] = bench_step(args, rows)
+        save()
     report["upstream"] = [bench_upstream(args, rows, p) for p in ("fp32", "bf16")]
     base = report["upstream"][0]["samples_per_s"]
     for mode in ("eager", "graph", "graph_default_layout"):
@@ -315,8 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     job = report["job"]
     if "train_samples_per_s" in job:
         job["train_ratio_vs_upstream_fp32"] = float(np.mean(job["train_samples_per_s"])) / base
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2))
+    save()
     print(json.dumps({k: report[k] for k in ("job", "step", "upstream") if k in report},
                      indent=1)[:6000])  # fmt: skip
     return 0
