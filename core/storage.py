@@ -302,7 +302,8 @@ def open_input(
 class StreamedInput(io.RawIOBase):
     """A remote object read as a file: blocks of ``block_size`` bytes fetched with range reads,
     the next ``readahead`` blocks in background threads while the reader works on the current
-    one, the previous block kept for short seeks back. Memory: about ``readahead + 2`` blocks.
+    one (a block that was not fetched ahead comes alone first), the previous block kept for
+    short seeks back. Memory: about ``readahead + 2`` blocks.
 
     A block read that fails (or returns fewer bytes than asked) is retried ``attempts`` times
     with exponential backoff from ``backoff_s``; when it keeps failing, :meth:`read` raises
@@ -390,7 +391,15 @@ class StreamedInput(io.RawIOBase):
         super().close()
 
     def _block(self, index: int) -> bytes:
-        """Block ``index``'s bytes; schedules the blocks after it and drops those far behind."""
+        """Block ``index``'s bytes; schedules the blocks after it and drops those far behind.
+
+        A block that was not fetched ahead (the first, or after a seek) is fetched alone
+        before the read-ahead starts, so that it does not share the bandwidth with blocks
+        the reader does not need yet.
+        """
+        if index not in self._blocks:
+            self._blocks[index] = self._pool.submit(self._fetch, index)
+            self._blocks[index].result()
         wanted = range(index, min(self._num_blocks, index + 1 + self._readahead))
         for i in wanted:
             if i not in self._blocks:
