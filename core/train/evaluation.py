@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -114,13 +115,13 @@ class BackgroundValidation:
 
     :meth:`submit` copies the weights into the copy on the training thread's stream (so the
     copy sees the epoch's last step and none of the next), then the thread proposes and
-    evaluates: the metrics are those of validating in line. Both threads use the device's
-    current stream, so their kernels interleave in the order they were issued and never race;
-    what the next epoch gains is the evaluation's host work (post-processing, metrics). Wait
-    for :meth:`result` before capturing a CUDA graph (a capture admits no other work).
+    evaluates: the metrics are those of validating in line. On CUDA the thread runs on a
+    stream of its own, which waits for that copy, so its kernels run beside the next epoch's
+    instead of queueing behind them. Wait (:meth:`wait`) before capturing a CUDA graph: a
+    capture admits no other work on the device.
 
     Args:
-        model: a freshly built model of the trained one's config and layout, on its device.
+        model: a copy of the trained model (same config and memory layout), on its device.
         shard, annotations, class_names, dtype, batch_size: what :func:`validation_evaluation`
             runs on.
         skip: state_dict entries that never change (constants), not copied.
@@ -134,6 +135,7 @@ class BackgroundValidation:
         self.localizer = Localizer(model, class_names, str(device), dtype)
         self.shard, self.annotations, self.batch_size = shard, annotations, batch_size
         self.skip = skip
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="validation")
         self._pending: Future | None = None
 
@@ -142,17 +144,22 @@ class BackgroundValidation:
         """Starts validating ``model``'s current weights (the previous result must be taken)."""
         if self._pending is not None:
             raise RuntimeError("the previous epoch's validation was not taken")
+        if self.stream is not None:  # the previous validation's work is done before the copy
+            torch.cuda.current_stream().wait_stream(self.stream)
         own = self.localizer.model.state_dict()
         for key, value in model.state_dict().items():
             if key not in self.skip:
                 own[key].copy_(value)
+        if self.stream is not None:  # the validation starts after the copy
+            self.stream.wait_stream(torch.cuda.current_stream())
         self._pending = self._pool.submit(self._evaluate)
 
     def _evaluate(self) -> tuple[Evaluation | None, dict[str, float]]:
         start = time.perf_counter()
-        evaluation = validation_evaluation(
-            self.localizer, self.shard, self.annotations, self.batch_size
-        )
+        with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
+            evaluation = validation_evaluation(
+                self.localizer, self.shard, self.annotations, self.batch_size
+            )
         metrics: dict[str, Any] = headline_of(evaluation)
         metrics["val_seconds"] = time.perf_counter() - start
         return evaluation, metrics
