@@ -15,10 +15,9 @@ Where :class:`SnippetFeatures` decodes is ``cfg.sampling.decoder`` (:mod:`core.v
 ``"cpu"`` (PyAV, numpy clips copied to the recognizer), ``"nvdec"`` (the actor's GPU decodes,
 clips stay on it; the actor fails at start if it cannot: it needs ``extractor.num_gpus > 0``,
 PyNvVideoCodec and the driver's ``libnvcuvid``) or ``"auto"`` (NVDEC where the actor can, else
-the CPU). A job of two actor pools, one decoding on CPUs and one with NVDEC, builds each pool's
-actors from the same config with only ``sampling.decoder`` replaced
-(``dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, decoder="nvdec"))``);
-both pools write identical rows for the same video, up to the features' resampling tolerance.
+the CPU). The job runs both decoders in one pool (:mod:`core.pipeline.pools`): each actor is
+built from the same config with only ``sampling.decoder`` replaced, and both write identical
+rows for the same video, up to the features' resampling tolerance.
 
 Shape legend: B videos in a batch, N snippets, C feature channels, T positions, P proposals.
 """
