@@ -17,6 +17,7 @@ download).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -302,8 +303,8 @@ def open_input(
 class StreamedInput(io.RawIOBase):
     """A remote object read as a file: blocks of ``block_size`` bytes fetched with range reads,
     the next ``readahead`` blocks in background threads while the reader works on the current
-    one (a block that was not fetched ahead comes alone first), the previous block kept for
-    short seeks back. Memory: about ``readahead + 2`` blocks.
+    one (a block that was not fetched ahead comes alone first), the most recently used ones
+    kept for seeks back. Memory: at most ``readahead + 2`` blocks.
 
     A block read that fails (or returns fewer bytes than asked) is retried ``attempts`` times
     with exponential backoff from ``backoff_s``; when it keeps failing, :meth:`read` raises
@@ -332,7 +333,7 @@ class StreamedInput(io.RawIOBase):
         self._attempts, self._backoff_s = attempts, backoff_s
         self._num_blocks = -(-size // block_size)
         self._pos = 0
-        self._blocks: dict[int, Future[bytes]] = {}
+        self._blocks: collections.OrderedDict[int, Future[bytes]] = collections.OrderedDict()
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(max(1, readahead), thread_name_prefix="input-read")
 
@@ -391,21 +392,24 @@ class StreamedInput(io.RawIOBase):
         super().close()
 
     def _block(self, index: int) -> bytes:
-        """Block ``index``'s bytes; schedules the blocks after it and drops those far behind.
+        """Block ``index``'s bytes; schedules the ``readahead`` blocks after it and drops the
+        least recently used beyond ``readahead + 2`` blocks.
 
         A block that was not fetched ahead (the first, or after a seek) is fetched alone
-        before the read-ahead starts, so that it does not share the bandwidth with blocks
-        the reader does not need yet.
+        before more are asked for, so that it does not share the bandwidth with blocks the
+        reader does not need yet. Blocks fetched ahead stay through a seek elsewhere and back
+        (an MP4 whose index is at its end is read at the start, the end, then the start).
         """
         if index not in self._blocks:
             self._blocks[index] = self._pool.submit(self._fetch, index)
             self._blocks[index].result()
-        wanted = range(index, min(self._num_blocks, index + 1 + self._readahead))
-        for i in wanted:
+        for i in range(index, min(self._num_blocks, index + 1 + self._readahead)):
             if i not in self._blocks:
                 self._blocks[i] = self._pool.submit(self._fetch, i)
-        for i in [i for i in self._blocks if i < index - 1 or i >= wanted.stop]:
-            self._blocks.pop(i).cancel()
+            self._blocks.move_to_end(i)  # the blocks behind the reader go first
+        while len(self._blocks) > self._readahead + 2:
+            oldest = next(iter(self._blocks))
+            self._blocks.pop(oldest).cancel()
         return self._blocks[index].result()
 
     def _fetch(self, index: int) -> bytes:
