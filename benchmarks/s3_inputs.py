@@ -287,6 +287,7 @@ def per_video(endpoint: str, bucket: str, files: list[pathlib.Path], repeats: in
 def summarize(runs: list[dict]) -> dict:
     keys = ("first_snippet_s", "total_s", "fetch_s")
     row = {f"{k}_median": round(statistics.median(r[k] for r in runs), 3) for k in keys}
+    row |= {f"{k}_best": min(r[k] for r in runs) for k in keys}  # least disturbed by others
     row["runs"] = runs
     return row
 
