@@ -46,13 +46,9 @@ def video_dir(tmp_path_factory) -> tuple[pathlib.Path, dict[str, str]]:
     shutil.copy(real / "carphone_pristine.mp4", folder / "carphone_pristine.mp4")
     videos.make_video(folder / "pattern.mp4", 160, 120, fps=25, seconds=2)
     videos.make_video(folder / "too_short.mp4", 160, 120, fps=25, seconds=0.4)  # < one window
-    (root / "broken").mkdir()
-    broken = videos.make_broken_videos(root / "broken")
-    reasons = {}
-    for name in ("truncated_half.mp4", "text.mp4", "unknown_codec.mp4"):
-        path, reason = broken[name]
-        shutil.copy(path, folder / name)
-        reasons[pathlib.Path(name).stem] = reason
+    reasons = videos.add_broken_videos(
+        root, folder, ("truncated_half.mp4", "text.mp4", "unknown_codec.mp4")
+    )
     return folder, reasons
 
 

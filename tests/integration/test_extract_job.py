@@ -55,13 +55,9 @@ def video_dir(tmp_path_factory) -> tuple[pathlib.Path, dict[str, str]]:
     videos.make_video(folder / "odd_321x241.mp4", 321, 241, seconds=1, pix_fmt="yuv444p")
     videos.make_video(folder / "portrait.mp4", 120, 212, seconds=1)
     videos.make_video(folder / "vp9.webm", 160, 120, seconds=1, codec="libvpx-vp9")
-    (root / "broken").mkdir()
-    broken = videos.make_broken_videos(root / "broken")
-    reasons = {}
-    for name in ("truncated_half.mp4", "zero_bytes.mp4", "text.mp4"):
-        path, reason = broken[name]
-        shutil.copy(path, folder / name)
-        reasons[pathlib.Path(name).stem] = reason
+    reasons = videos.add_broken_videos(
+        root, folder, ("truncated_half.mp4", "zero_bytes.mp4", "text.mp4")
+    )
     return folder, reasons
 
 

@@ -212,6 +212,25 @@ def make_broken_videos(folder: str | os.PathLike) -> dict[str, tuple[str, str]]:
     return cases
 
 
+def add_broken_videos(
+    root: str | os.PathLike, folder: str | os.PathLike, names: Sequence[str]
+) -> dict[str, str]:
+    """Makes the broken files of :func:`make_broken_videos` under ``root/broken`` and copies
+    those in ``names`` into ``folder``. Returns ``{stem: reason}``: the video id each gets
+    and the ``VideoDecodeError.reason`` its decode must report."""
+    import shutil
+
+    broken_dir = pathlib.Path(root) / "broken"
+    broken_dir.mkdir()
+    broken = make_broken_videos(broken_dir)
+    reasons = {}
+    for name in names:
+        path, reason = broken[name]
+        shutil.copy(path, pathlib.Path(folder) / name)
+        reasons[pathlib.Path(name).stem] = reason
+    return reasons
+
+
 def set_rotation(src: str | os.PathLike, dest: str | os.PathLike, degrees: int) -> str:
     """A copy of the mp4 ``src`` whose display matrix says to show it turned by ``degrees``
     counter-clockwise (a multiple of 90: what PyAV's ``VideoFrame.rotation`` reads back).
