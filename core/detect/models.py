@@ -27,7 +27,7 @@ from core.detect.config import ActionSection, DetectorSection
 log = logging.getLogger(__name__)
 
 
-def _load_weights(model: torch.nn.Module, uri: str, allow_pickle: bool) -> str:
+def load_weights(model: torch.nn.Module, uri: str, allow_pickle: bool) -> str:
     """Loads an OpenMMLab (``state_dict`` + ``meta``) or plain checkpoint; returns its sha256."""
     from mmengine.runner.checkpoint import load_state_dict
 
@@ -100,7 +100,7 @@ class PersonDetector:
         self.model = init_detector(cfg, checkpoint=None, palette="random", device=device)
         self.sha256 = "random"
         if section.checkpoint:
-            self.sha256 = _load_weights(self.model, section.checkpoint, allow_pickle)
+            self.sha256 = load_weights(self.model, section.checkpoint, allow_pickle)
         self.model.eval()
         pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
         pipeline[0] = dict(type="mmdet.LoadImageFromNDArray")
@@ -155,6 +155,31 @@ def build_action_model(section: ActionSection, seed: int = 0) -> torch.nn.Module
     return model
 
 
+def preprocessor_stats(
+    section: ActionSection, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std (RGB order) of the action model's ``data_preprocessor``."""
+    pre = section.model.get("data_preprocessor", {})
+    mean = pre.get("mean", [123.675, 116.28, 103.53])
+    std = pre.get("std", [58.395, 57.12, 57.375])
+    return (
+        torch.tensor(mean, dtype=torch.float32, device=device),
+        torch.tensor(std, dtype=torch.float32, device=device),
+    )
+
+
+def clips_to_input(
+    x_BThw3: torch.Tensor, channel_order: str, mean_C: torch.Tensor, std_C: torch.Tensor
+) -> torch.Tensor:
+    """RGB uint8 clips as the action model takes them: normalised, ``(B, 3, T, h, w)`` float
+    (channels flipped first for ``channel_order='bgr'``). Inference and training use it."""
+    x = x_BThw3.float()
+    if channel_order == "bgr":
+        x = x.flip(-1)
+    x = (x - mean_C) / std_C
+    return x.permute(0, 4, 1, 2, 3).contiguous()
+
+
 class ActionModel:
     """Action scores of person boxes in clips: MMAction2's ``FastRCNN``, batched over clips."""
 
@@ -166,13 +191,9 @@ class ActionModel:
         self.model = build_action_model(section, seed)
         self.sha256 = "random"
         if section.checkpoint:
-            self.sha256 = _load_weights(self.model, section.checkpoint, allow_pickle)
+            self.sha256 = load_weights(self.model, section.checkpoint, allow_pickle)
         self.model.to(self.device).eval()
-        pre = section.model.get("data_preprocessor", {})
-        mean = pre.get("mean", [123.675, 116.28, 103.53])
-        std = pre.get("std", [58.395, 57.12, 57.375])
-        self.mean_C = torch.tensor(mean, dtype=torch.float32, device=self.device)
-        self.std_C = torch.tensor(std, dtype=torch.float32, device=self.device)
+        self.mean_C, self.std_C = preprocessor_stats(section, self.device)
         self.num_classes = int(section.model["roi_head"]["bbox_head"]["num_classes"])
 
     @torch.no_grad()
@@ -184,12 +205,8 @@ class ActionModel:
         todo = [i for i, b in enumerate(boxes_N4) if len(b)]
         for group in _groups_by_shape([clips_Thw3[i] for i in todo], self.section.batch_size):
             idx = [todo[g] for g in group]
-            x_BThwC = torch.from_numpy(np.stack([clips_Thw3[i] for i in idx])).to(self.device)
-            x_BThwC = x_BThwC.float()
-            if self.section.channel_order == "bgr":
-                x_BThwC = x_BThwC.flip(-1)
-            x_BThwC = (x_BThwC - self.mean_C) / self.std_C
-            x_BCThw = x_BThwC.permute(0, 4, 1, 2, 3).contiguous()
+            x_BThw3 = torch.from_numpy(np.stack([clips_Thw3[i] for i in idx])).to(self.device)
+            x_BCThw = clips_to_input(x_BThw3, self.section.channel_order, self.mean_C, self.std_C)
             h, w = clips_Thw3[idx[0]].shape[1:3]
             metas = [dict(img_shape=(h, w))] * len(idx)
             proposals = [
