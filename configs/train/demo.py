@@ -1,7 +1,8 @@
 # Training the tiny localizer (configs/_base_/models/bmn_cls_tiny.py) for the demo and the tests:
-# 40 epochs of ~50 videos, one to two minutes on 2 CPUs with 2 workers (with 12 epochs, ~70
-# optimizer steps, the action head had not started to separate the classes). feat_dim and temporal_dim match configs/extract/demo.py (512-d pooled
-# TSN-R18 features at T=32); for other features override them, e.g.
+# 40 epochs of ~50 videos on 2 CPUs with 2 workers (with 12 epochs, ~70 optimizer steps, the
+# action head had not started to separate the classes). feat_dim and temporal_dim match
+# configs/extract/demo.py (64-d stage-1 TSN-R18 features at T=64); for other features
+# override them, e.g.
 #   --cfg-options model.feat_dim=400 model.temporal_dim=100
 # num_action_classes=None takes the number of classes from the annotations.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-OUTPUTS = ("scores", "pooled")
+OUTPUTS = ("scores", "pooled", "pooled_max")
 
 
 @dataclasses.dataclass
@@ -21,9 +21,10 @@ class ExtractorConfig:
     checkpoint: str | None = None
     """URI of an MMEngine checkpoint (``{'state_dict': ...}``) or a bare state dict; ``None``
     gives random weights from the job's seed (tests, demos)."""
-    output: Literal["scores", "pooled"] = "scores"
+    output: Literal["scores", "pooled", "pooled_max"] = "scores"
     """``scores``: softmax class scores (TSN-style 400-d); ``pooled``: pooled backbone
-    features (e.g. 2048-d for ResNet-50)."""
+    features (e.g. 2048-d for ResNet-50); ``pooled_max``: the same, max-pooled over space
+    (MMAction2 ``FeatureHead(spatial_type='max')``), which keeps a small object's response."""
     batch_size: int = 64
     """Most snippets per forward pass, across videos; larger inputs are split (results are
     identical however snippets are batched)."""

@@ -9,7 +9,8 @@ on the device, ``backbone`` makes the feature map, and then either
   segment consensus). Kinetics-400 TSN scores are the 400-d "class score" features of the
   ActivityNet ``400 x 100`` layout (``csv_mean_100``); or
 * ``output="pooled"``: the backbone map averaged over space (and time / frames), e.g. 2048-d
-  for ResNet-50, as ``clip_feature_extraction.py``'s ``FeatureHead`` with ``avg`` pooling.
+  for ResNet-50, as ``clip_feature_extraction.py``'s ``FeatureHead`` with ``avg`` pooling;
+  ``output="pooled_max"``: the same with ``max`` pooling over space (then averaged over time).
 
 Only ``mmcv.cnn`` is used underneath (no ``mmcv.ops``), so mmcv-lite serves as well as mmcv.
 Frames arrive as RGB (:mod:`core.video`), so the preprocessor's ``to_rgb`` is ignored.
@@ -121,6 +122,10 @@ class FeatureExtractor:
                 logits_NK = self.model.cls_head(fmap, num_segs=t)
         if self.cfg.output == "scores":
             feats = torch.softmax(logits_NK.float(), dim=1)
+        elif self.cfg.output == "pooled_max":
+            space = (3, 4) if self.is_3d else (2, 3)
+            feats = fmap.float().amax(dim=space)  # (N, C', t) or (N*T, C')
+            feats = feats.mean(dim=2) if self.is_3d else feats.reshape(n, t, -1).mean(dim=1)
         elif self.is_3d:
             feats = fmap.float().mean(dim=(2, 3, 4))
         else:

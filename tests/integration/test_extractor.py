@@ -47,8 +47,9 @@ def test_demo_shapes_and_softmax(demo_scores, demo_pooled):
     pooled_NC = demo_pooled.extract(clips_NTHWC)
     assert scores_NK.shape == (5, 400) and scores_NK.dtype == np.float32
     np.testing.assert_allclose(scores_NK.sum(axis=1), 1.0, rtol=1e-5)
-    assert pooled_NC.shape == (5, 512) and pooled_NC.dtype == np.float32
-    assert (demo_scores.feature_dim, demo_pooled.feature_dim) == (400, 512)
+    width = TSN_R18_DEMO["cls_head"]["in_channels"]  # the demo's stage-1 ResNet-18: 64
+    assert pooled_NC.shape == (5, width) and pooled_NC.dtype == np.float32
+    assert (demo_scores.feature_dim, demo_pooled.feature_dim) == (400, width)
     assert demo_scores.extract(clips_NTHWC[:0]).shape == (0, 400)
 
 
@@ -58,6 +59,20 @@ def test_same_seed_same_weights_other_seed_other_weights(demo_pooled):
     other = FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, output="pooled"), seed=1)
     np.testing.assert_array_equal(demo_pooled.extract(clips_NTHWC), again.extract(clips_NTHWC))
     assert not np.allclose(demo_pooled.extract(clips_NTHWC), other.extract(clips_NTHWC))
+
+
+def test_pooled_max_is_the_spatial_max_of_the_backbone_map(demo_pooled):
+    """``pooled_max`` keeps the strongest response anywhere in the frame (a small object's),
+    where ``pooled`` averages it away."""
+    maxed = FeatureExtractor(ExtractorConfig(model=TSN_R18_DEMO, output="pooled_max"))
+    clips_NTHWC = random_clips(3, 1, 64)
+    x_NCHW = (torch.from_numpy(clips_NTHWC[:, 0]).float() - maxed.mean_C) / maxed.std_C
+    with torch.inference_mode():
+        fmap = maxed.model.backbone(x_NCHW.permute(0, 3, 1, 2).contiguous())
+    expected_NC = fmap.amax(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(maxed.extract(clips_NTHWC), expected_NC, rtol=1e-5, atol=1e-6)
+    assert maxed.feature_dim == demo_pooled.feature_dim
+    assert (maxed.extract(clips_NTHWC) >= demo_pooled.extract(clips_NTHWC) - 1e-6).all()
 
 
 def test_batching_does_not_change_features(demo_scores):
