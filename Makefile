@@ -80,7 +80,7 @@ detect-models: setup
 demo-detect: detect-models
 	rm -rf $(DEMO_OUT)/detect $(DEMO_OUT)/detect_untrained
 	$(PY) -m jobs.make_corpus --output $(DEMO_OUT)/people --num-videos 6 --num-classes 4 --seed 0 --spatiotemporal
-	$(PY) -m jobs.detect --config configs/detect/demo.py --input $(DEMO_OUT)/people/manifest.csv --output $(DEMO_OUT)/detect_untrained --num-cpus 2 --cfg-options $(DETECT_OPTS)
+	$(PY) -m jobs.detect --config configs/detect/demo.py --input $(DEMO_OUT)/people/manifest.csv --output $(DEMO_OUT)/detect_untrained --num-cpus 2 --cfg-options $(DETECT_OPTS) render.max_videos=0
 	$(PY) -m jobs.evaluate --detections $(DEMO_OUT)/detect_untrained/detections --annotations $(DEMO_OUT)/people/ava_annotations.csv --label-map $(DEMO_OUT)/people/ava_label_map.pbtxt --output $(DEMO_OUT)/detect_untrained/eval
 	$(PY) -m jobs.detect --config configs/detect/demo.py --input $(DEMO_OUT)/people/manifest.csv --output $(DEMO_OUT)/detect --num-cpus 2 --cfg-options $(DETECT_OPTS) detector.checkpoint=$(DETECT_MODELS)/detector.pth action.checkpoint=$(DETECT_MODELS)/action.pth render.max_videos=1
 	$(PY) -m jobs.evaluate --detections $(DEMO_OUT)/detect/detections --annotations $(DEMO_OUT)/people/ava_annotations.csv --label-map $(DEMO_OUT)/people/ava_label_map.pbtxt --output $(DEMO_OUT)/detect/eval
