@@ -2,7 +2,8 @@
 # same kinds (mmdet Faster R-CNN with a ResNet-18 of 16 base channels; MMAction2 FastRCNN with
 # a SlowOnly ResNet-18 of 8 base channels), small frames and 4 x 4 clips. Without checkpoints
 # (`detector.checkpoint`, `action.checkpoint`) the weights are random (seeded): the job's
-# mechanics, not its accuracy.
+# mechanics, not its accuracy; `jobs.train_detect --config configs/detect/train_demo.py` trains
+# both on a people corpus (`make detect-models`).
 _base_ = ["./_base_/faster_rcnn_r50_fpn_2x_coco.py", "./_base_/slowonly_r101_ava21.py"]
 
 # 2 cores: one decoding task, the two model actors half a CPU each
