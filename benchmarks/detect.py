@@ -110,8 +110,18 @@ def options(args, det_ckpt: str, act_ckpt: str) -> dict:
         "detector.model.test_cfg.rcnn.max_per_img": args.max_persons,
         "action.channel_order": "bgr",  # the demo feeds OpenCV's BGR frames
         "render.max_videos": 0,
-        **dict(kv.split("=", 1) for kv in args.cfg_options),
+        **{k: _literal(v) for k, v in (kv.split("=", 1) for kv in args.cfg_options)},
     }
+
+
+def _literal(text: str):
+    """A ``--cfg-options`` value as the job's CLI reads it: a Python literal, else a string."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def make_checkpoints(cfg: DetectConfig, folder: str, person_bias: float) -> tuple[str, str]:
@@ -323,7 +333,8 @@ def main() -> None:
     b_sec = sum(sum(b["seconds"].values()) for b in base)
     stage = {k: round(sum(b["seconds"][k] for b in base), 3) for k in base[0]["seconds"]}
     del demo
-    torch.cuda.empty_cache() if args.device.startswith("cuda") else None
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
 
     # placements: what the config asks for (GPU shares) unless overridden by --cfg-options
     job_opts = dict(opts)
