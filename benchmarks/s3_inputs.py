@@ -313,9 +313,12 @@ def job_runs(endpoint: str, bucket: str, files: list[pathlib.Path], num_videos: 
                        "2", "--input", f"{bucket}/job/", "--output", output, "--cfg-options",
                        f"storage.stream_inputs={mode == 'streamed'}"]  # fmt: skip
                 env = {**os.environ, "AWS_ENDPOINT_URL_S3": proxied}
-                t0 = time.perf_counter()
-                done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-                wall = time.perf_counter() - t0
+                for _ in range(2):  # a second try when Ray itself timed out starting (load)
+                    t0 = time.perf_counter()
+                    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+                    wall = time.perf_counter() - t0
+                    if "timed out during startup" not in done.stderr:
+                        break
                 if done.returncode != 0:
                     raise RuntimeError(f"{mode} job failed: {done.stderr[-3000:]}")
                 run_id = re.search(r"^run (\S+):", done.stdout, re.M).group(1)
@@ -374,6 +377,7 @@ def main() -> int:
         for path in files:
             storage.put_file(str(path), f"{bucket}/videos/{path.name}")
         result["per_video"] = per_video(endpoint, bucket, files, args.repeats)
+        pathlib.Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
         if not args.skip_job:
             result["job"] = job_runs(endpoint, bucket, files, args.job_videos, args.job_repeats)
     result["load_average_1_5_15_min"] = dict(start=load_at_start, end=os.getloadavg())
