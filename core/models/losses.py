@@ -56,7 +56,9 @@ def pem_reg_loss(
 
     The two uniform draws happen in upstream's order and shape, from ``generator`` or the
     device's default generator, so a seeded run draws what MMAction2 draws. Upstream's edge
-    cases stay (no medium cells: every cell gets sampled; no high cells: none).
+    cases stay (no medium cells: every cell gets sampled; no high cells: none), except one: a
+    batch with no cell sampled at all (no high cells, e.g. videos without ground truth) has
+    loss 0, where upstream divides 0 by 0 and its NaN ruins every weight at the next step.
     """
 
     def draw() -> torch.Tensor:
@@ -74,7 +76,7 @@ def pem_reg_loss(
     u_slmask = ((u_lmask * draw()) > (1.0 - r_l)).float()
     weights = u_hmask + u_smmask + u_slmask
     mse = F.mse_loss(pred_BDT * weights, iou_BDT * weights)
-    return 0.5 * mse * weights.numel() / weights.sum()
+    return 0.5 * mse * weights.numel() / weights.sum().clamp(min=1.0)
 
 
 def pem_cls_loss(

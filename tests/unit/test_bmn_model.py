@@ -166,6 +166,21 @@ def test_loss_mode_equals_upstream_loss():
     torch.testing.assert_close(loss["loss"], loss_ref["loss"], rtol=1e-5, atol=1e-6)
 
 
+def test_batch_without_ground_truth_trains_without_nan():
+    """A batch of videos without segments (a corpus's empty videos can fill a small batch)
+    has no proposal cell to regress: its losses are finite and no weight turns NaN."""
+    model = BMNwActionCls(**SMALL, num_action_classes=3, cls_head="span").train()
+    gt_BG2, valid_BG, labels_BG = pad_ground_truth(
+        [torch.zeros(0, 2, dtype=torch.float64)] * 2, [torch.zeros(0, dtype=torch.long)] * 2
+    )
+    targets = model.make_targets(gt_BG2, valid_BG, labels_BG)
+    losses = model.compute_loss(model.forward_tensors(random_feats(SMALL, batch=2)), targets)
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    assert losses["pem_reg"] == 0.0
+    losses["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def with_labels(segments, labels):
     from mmaction.structures import ActionDataSample
     from mmengine.structures import InstanceData
