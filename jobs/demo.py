@@ -20,6 +20,9 @@ import json
 import logging
 import sys
 
+import pyarrow.compute as pc
+
+from core.eval.metrics import read_proposals
 from core.io import tables
 from jobs import evaluate, extract, make_corpus, train
 
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     run("make_corpus", make_corpus.main, [
         "--output", corpus, "--num-videos", str(args.num_videos), "--num-classes",
         str(args.num_classes), "--seed", str(args.seed), "--min-duration", "6",
-        "--max-duration", "16", "--resolutions", "320x240", "--fps", "15,25",
+        "--max-duration", "16", "--resolutions", "160x120", "--fps", "15,25",
     ])  # fmt: skip
     # the embedded Ray starts here; 3 logical CPUs: the 2 training workers plus Ray Data's ingest
     run("extract (untrained)", extract.main, [
@@ -81,20 +84,45 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def top_label_counts(proposals_uri: str, top: int = 5) -> dict[str, int]:
+    """How often each label names one of a video's ``top`` proposals, most frequent first."""
+    table = read_proposals(proposals_uri)
+    labels = table.filter(pc.less(table["rank"], top))["label"]
+    counts = pc.value_counts(labels).to_pylist()
+    return dict(sorted(((c["values"], c["counts"]) for c in counts), key=lambda kv: -kv[1]))
+
+
 def print_table(results: dict[str, dict], out: str) -> None:
     rows = [f"{'validation':<12}" + "".join(f"{m:>10}" for m in METRICS)]
     for name, metrics in results.items():
         rows.append(
             f"{name:<12}" + "".join(f"{metrics.get(m, float('nan')):>10.3f}" for m in METRICS)
         )
+    trained = results["trained"]
+    per_class = [f"  {'class':<32}{'AP':>6}{'AP@0.5':>8}"]
+    for label, ap in trained.get("per_class_AP", {}).items():
+        per_class.append(f"  {label:<32}{ap:>6.3f}{trained['per_class_AP@0.5'][label]:>8.3f}")
+    spread = [f"  {'label':<32}{'n':>6}"]
+    spread += [
+        f"  {label:<32}{n:>6}" for label, n in top_label_counts(f"{out}/trained/proposals").items()
+    ]
+    evaluation = f"{out}/trained/eval"
     lines = [
         "",
         "Demo finished: the localizer trained on the synthetic corpus against the untrained one",
         "(AR@N and mAP fractions, AUC percent):",
         *rows,
         "",
+        "Per-class AP of the trained localizer (mean over tIoU 0.5:0.95, and at 0.5):",
+        *per_class,
+        "",
+        "Labels of each video's top 5 proposals (trained):",
+        *spread,
+        "",
         f"  proposals (trained): {out}/trained/proposals/   features: {out}/untrained/features/",
-        f"  model: {out}/model/best.pth   metrics: {out}/trained/eval/metrics.json",
+        f"  model: {out}/model/best.pth   metrics: {evaluation}/metrics.json",
+        f"  figures: {evaluation}/per_class_ap.png, {evaluation}/confusion.png, "
+        f"{evaluation}/ar_an.png, {evaluation}/timelines.png",
         "  query: "
         + tables.duckdb_command(
             "SELECT label, count(*) AS n, round(avg(label_score), 3) AS conf FROM read_parquet("
