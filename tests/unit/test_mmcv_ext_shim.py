@@ -72,6 +72,21 @@ def test_roi_align_equals_mmcv(seed, aligned, sampling_ratio, out_size):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("aligned", [True, False])
+def test_roi_align_backward_equals_mmcv(seed, aligned):
+    feat, rois = roi_inputs(seed, aligned)
+    g = torch.Generator().manual_seed(seed + 100)
+    grad_out = torch.randn(len(rois), feat.shape[1], 7, 7, generator=g)
+    kw = dict(aligned_height=7, aligned_width=7, spatial_scale=1 / 8, sampling_ratio=0,
+              pool_mode=1, aligned=aligned)  # fmt: skip
+    expected, got = torch.zeros_like(feat), torch.zeros_like(feat)
+    real_ext.roi_align_backward(grad_out, rois, torch.zeros(0), torch.zeros(0), expected, **kw)
+    shim.roi_align_backward(grad_out, rois, torch.zeros(0), torch.zeros(0), got, **kw)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_unimplemented_kernels_exist_and_raise():
     assert hasattr(shim, "deform_conv_forward")  # mmcv.ops asserts names at import
     with pytest.raises(NotImplementedError, match="deform_conv_forward"):
