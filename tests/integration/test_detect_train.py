@@ -38,7 +38,10 @@ def setup(corpus):
     samples = load_samples(
         videos, corpus["annotations"], detect_cfg.sampling, detect_cfg.detector.short_side
     )
-    return cfg, detect_cfg, samples
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads or threads)  # as the job trains
+    yield cfg, detect_cfg, samples
+    torch.set_num_threads(threads)
 
 
 def test_samples_are_what_the_job_decodes(setup):
@@ -58,7 +61,8 @@ def first_last(losses: list[float], k: int = 4) -> tuple[float, float]:
 def test_detector_loss_falls(setup):
     cfg, detect_cfg, samples = setup
     fit = config.build(type(cfg.detector), {**config.to_dict(cfg.detector), "iterations": 20,
-                                            "batch_size": 3, "warmup": 2, "lr": 3e-3})  # fmt: skip
+                                            "batch_size": 3, "warmup": 2, "lr": 3e-3,
+                                            "max_seconds": 1e6})  # fmt: skip
     result = fit_detector(detect_cfg.detector, fit, samples[:3], seed=0)
     first, last = first_last(result.losses)
     assert result.iterations == 20 and not result.stopped_early
@@ -68,7 +72,8 @@ def test_detector_loss_falls(setup):
 def test_action_loss_falls(setup):
     cfg, detect_cfg, samples = setup
     fit = config.build(type(cfg.action), {**config.to_dict(cfg.action), "iterations": 20,
-                                          "batch_size": 4, "warmup": 2, "lr": 3e-3})  # fmt: skip
+                                          "batch_size": 4, "warmup": 2, "lr": 3e-3,
+                                          "max_seconds": 1e6})  # fmt: skip
     result = fit_action_model(detect_cfg.action, fit, samples[:4], seed=0)
     first, last = first_last(result.losses)
     assert last < 0.8 * first, result.losses
