@@ -1,17 +1,17 @@
-"""The closed loop through the jobs' command lines, on a corpus no setting was tuned on:
-make_corpus (60 videos, 5 classes) → extract (configs/extract/demo.py, untrained localizer:
-the features) → train (configs/train/demo.py) → extract with the trained best.pth →
-evaluate on the validation videos. The labelled proposals must find the actions and name
-them: validation mAP and AR@100 well above what the lecture's head gave, every class detected,
-and the top proposals' labels spread over the classes rather than one class everywhere.
+"""The closed loop as ``make demo`` runs it, on a corpus no setting was tuned on: make_corpus
+(60 videos, 5 classes) → extract (configs/extract/demo.py, untrained localizer: the features)
+→ train (configs/train/demo.py) → extract with the trained best.pth → evaluate on the
+validation videos, each step the real job's ``main()`` in one process (``jobs.demo``), so one
+embedded Ray serves them all. The labelled proposals must find the actions and name them:
+the product's goal, validation mAP >= 0.5 and AR@100 >= 0.9, every class detected, and the
+top proposals' labels spread over the classes rather than one class everywhere.
 
-Measured on this corpus (2026-12-01, 2 CPUs): mAP 0.482, mAP@0.5 0.627, AR@10 0.844, AR@100
-0.887, per-class AP 0.25-0.76. The bounds sit below that run; the product's goal, mAP >= 0.5
-and AR@100 >= 0.9, is not reached yet with the demo's features (random-weight ResNet-18 at
-64 px: a linear classifier of ground-truth segments reaches only 65-85 % on held-out videos).
-The lecture's pointwise head, trained as the demo trained it before (12 epochs), gave mAP 0.0
-and one label on nearly every top proposal. The whole loop took 13.5 min wall on 2 cores
-shared with other work (load average about 10)."""
+The recipe (features, T, head, epochs) was chosen on corpus seeds 101 and 102 (mAP 0.71-0.77,
+AR@100 0.925-0.94). Checked on seeds it was not chosen on (2026-12-01, 2 CPUs shared with
+other work): seed 201 mAP 0.871, AR@100 0.944 (this test: 8 min 40 s wall at load average
+15-20); seeds 202 and 203 in README.md ("The demo's recipe"). The last epoch's model passes
+too, not only the best one. Before (full ResNet-18, 512-d averages, T=32) seed 11 gave mAP
+0.482, AR@100 0.887."""
 
 from __future__ import annotations
 
@@ -24,45 +24,29 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-SEED = 11  # a corpus seed that no setting of the configs was chosen on
+SEED = 201  # a corpus seed that no setting of the configs was chosen on
 NUM_VIDEOS, NUM_CLASSES = 60, 5
-MAP_MIN, AR100_MIN = 0.4, 0.85
+MAP_MIN, AR100_MIN = 0.5, 0.9
 
 pytestmark = pytest.mark.integration
-
-
-def run_job(module: str, *args: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, f"{module}: {(result.stdout + result.stderr)[-4000:]}"
 
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("closed_loop")
-    corpus, feats, model, trained = (str(out / n) for n in ("corpus", "feats", "model", "trained"))
-    classes = f"model.num_action_classes={NUM_CLASSES}"
-    run_job("jobs.make_corpus", "--output", corpus, "--num-videos", str(NUM_VIDEOS),
-            "--num-classes", str(NUM_CLASSES), "--seed", str(SEED), "--min-duration", "6",
-            "--max-duration", "16", "--resolutions", "320x240", "--fps", "15,25")  # fmt: skip
-    run_job("jobs.extract", "--config", "configs/extract/demo.py", "--input", f"{corpus}/videos",
-            "--output", feats, "--num-cpus", "3", "--cfg-options", classes)  # fmt: skip
-    run_job("jobs.train", "--config", "configs/train/demo.py", "--features", feats,
-            "--annotations", f"{corpus}/annotations.json", "--output", model,
-            "--num-workers", "2", "--num-cpus", "3", "--cfg-options", classes)  # fmt: skip
-    run_job("jobs.extract", "--config", "configs/extract/demo.py", "--input", f"{corpus}/videos",
-            "--output", trained, "--num-cpus", "3", "--checkpoint", f"{model}/best.pth")  # fmt: skip
-    run_job("jobs.evaluate", "--proposals", f"{trained}/proposals", "--annotations",
-            f"{corpus}/annotations.json", "--output", str(out / "eval"),
-            "--subset", "validation")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.demo", "--output", str(out), "--num-videos",
+         str(NUM_VIDEOS), "--num-classes", str(NUM_CLASSES), "--seed", str(SEED)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    (out / "demo_stdout.txt").write_text(result.stdout)
     return out
 
 
 def test_trained_localizer_finds_and_names_the_actions(loop):
-    metrics = json.loads((loop / "eval" / "metrics.json").read_text())
+    metrics = json.loads((loop / "trained" / "eval" / "metrics.json").read_text())
     report = {k: round(metrics[k], 3) for k in ("AR@10", "AR@100", "mAP", "mAP@0.5")}
     report["per_class_AP"] = {k: round(v, 2) for k, v in metrics["per_class_AP"].items()}
     assert metrics["mAP"] >= MAP_MIN, report
@@ -83,14 +67,22 @@ def test_labels_spread_over_the_classes(loop):
     assert set(counts) <= set(classes)
     assert len(counts) == len(classes), counts
     assert max(counts.values()) <= 0.5 * sum(counts.values()), counts
+    # the demo prints the same spread, class by class
+    printed = (loop / "demo_stdout.txt").read_text()
+    for label, n in counts.items():
+        assert f"{label:<32}{n:>6}" in printed, (label, n, printed[-2000:])
 
 
 def test_final_outputs_hold_the_report_figures(loop):
-    for folder in (loop / "eval", loop / "model"):
+    for folder in (loop / "trained" / "eval", loop / "model"):
         for name in ("metrics.json", "ar_an.png", "per_class_ap.png", "confusion.png",
                      "timelines.png"):  # fmt: skip
             assert (folder / name).stat().st_size > 0, folder / name
     assert (loop / "model" / "training_curves.png").stat().st_size > 0
-    confusion = json.loads((loop / "eval" / "metrics.json").read_text())["confusion_matrix"]
+    confusion = json.loads((loop / "trained" / "eval" / "metrics.json").read_text())[
+        "confusion_matrix"
+    ]
     assert len(confusion["counts"]) == NUM_CLASSES
     assert len(confusion["columns"]) == NUM_CLASSES + 1
+    printed = (loop / "demo_stdout.txt").read_text()
+    assert "per_class_ap.png" in printed and "confusion.png" in printed
