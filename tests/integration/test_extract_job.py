@@ -26,6 +26,14 @@ CONFIG = str(REPO / "configs" / "extract" / "demo.py")
 FAST = ["extractor.num_actors=1", "write_batch_size=4"]
 
 
+def demo_shape() -> tuple[int, int]:
+    """(C, T) of the demo config's features: what its localizer takes."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(CONFIG)
+    return int(cfg.model.feat_dim), int(cfg.temporal_dim)
+
+
 def run_job(
     *args: str, env: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
@@ -79,7 +87,8 @@ def test_extract_then_rerun_adds_nothing(video_dir, tmp_path):
     props = f"read_parquet('{out}/proposals/**/*.parquet', hive_partitioning=true)"
     errs = f"read_parquet('{out}/errors/**/*.parquet', hive_partitioning=true)"
     assert query(f"SELECT count(*), count(DISTINCT video_id) FROM {feats}") == [(good, good)]
-    assert query(f"SELECT min(C), max(C), min(T), max(T) FROM {feats}") == [(512, 512, 32, 32)]
+    C, T = demo_shape()
+    assert query(f"SELECT min(C), max(C), min(T), max(T) FROM {feats}") == [(C, C, T, T)]
     errors = dict(query(f"SELECT video_id, error_type FROM {errs} WHERE stage = 'decode'"))
     assert errors == reasons
     per_video = query(f"SELECT video_id, count(*), min(rank), max(t_end <= video_duration_s + 1e-6) "
@@ -181,4 +190,4 @@ def test_extractor_and_localizer_shapes_must_agree(video_dir, tmp_path):
     result = run_job("--input", str(folder), "--output", str(tmp_path / "o"),
                      "--cfg-options", "model.feat_dim=400")  # fmt: skip
     assert result.returncode == 2
-    assert "makes 512-d features" in result.stderr
+    assert f"makes {demo_shape()[0]}-d features" in result.stderr
