@@ -230,6 +230,8 @@ def roi_align_forward(
     """``ext_module.roi_align_forward(...)``: fills ``output`` in place (``pool_mode`` 1 = avg)."""
     if pool_mode != 1:
         raise NotImplementedError("mmcv._ext shim: roi_align_forward supports pool_mode='avg' only")
+    if aligned and len(rois) and bool(((rois[:, 3:5] - rois[:, 1:3]) < 0).any()):
+        raise RuntimeError("ROIs in ROIAlign cannot have non-negative size!")  # as mmcv's kernel
     if _tv_ops is not None:
         result = _tv_ops.roi_align(
             input, rois.to(input.dtype), (aligned_height, aligned_width), float(spatial_scale),

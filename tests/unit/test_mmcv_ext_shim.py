@@ -28,11 +28,12 @@ def random_boxes(n: int, g: torch.Generator, scale: float = 100.0) -> torch.Tens
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
 def test_nms_equals_mmcv(seed, offset, thr):
     g = torch.Generator().manual_seed(seed)
-    n = int(torch.randint(1, 400, (1,), generator=g))
+    n = int(torch.randint(50, 400, (1,), generator=g))
     boxes, scores = random_boxes(n, g), torch.rand(n, generator=g)
     expected = real_ext.nms(boxes, scores, iou_threshold=thr, offset=offset)
     got = shim.nms(boxes, scores, iou_threshold=thr, offset=offset)
-    assert len(expected) < n or n < 5  # overlapping random boxes: some are suppressed
+    if thr <= 0.5:
+        assert len(expected) < n  # overlapping random boxes: some are suppressed
     assert torch.equal(got, expected)
 
 
@@ -47,11 +48,11 @@ def roi_inputs(seed: int, aligned: bool):
     feat = torch.randn(B, C, H, W, generator=g)
     K = 60
     idx = torch.randint(0, B, (K, 1), generator=g).float()
-    # boxes partly outside the map, tiny, empty and (for aligned) inverted ones included
+    # boxes partly outside the map, tiny and empty ones included
     xy = torch.rand(K, 2, generator=g) * 300 - 40
     wh = torch.rand(K, 2, generator=g) * 250
     wh[:5] = 0.0
-    wh[5:8] = -3.0 if aligned else 0.5
+    wh[5:8] = 0.5
     wh[8:12] = torch.rand(4, 2, generator=g) * 4
     return feat, torch.cat([idx, xy, xy + wh], 1)
 
@@ -87,6 +88,16 @@ def test_roi_align_backward_equals_mmcv(seed, aligned):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_inverted_rois_are_refused_as_by_mmcv():
+    feat, rois = roi_inputs(0, True)
+    rois[3, 3] = rois[3, 1] - 5  # x2 < x1
+    out = torch.zeros(len(rois), feat.shape[1], 7, 7)
+    for ext in (real_ext, shim):
+        with pytest.raises(RuntimeError, match="ROIs in ROIAlign"):
+            ext.roi_align_forward(feat, rois, out, torch.zeros(0), torch.zeros(0), 7, 7, 1 / 8, 0,
+                                  1, True)  # fmt: skip
+
+
 def test_unimplemented_kernels_exist_and_raise():
     assert hasattr(shim, "deform_conv_forward")  # mmcv.ops asserts names at import
     with pytest.raises(NotImplementedError, match="deform_conv_forward"):
@@ -98,9 +109,12 @@ def test_unimplemented_kernels_exist_and_raise():
 
 def test_mmcv_wrappers_with_the_shim_swapped_in(monkeypatch):
     """mmcv.ops.nms / batched_nms / RoIAlign (mmcv's Python) give the same with the shim."""
+    import importlib
+
     from mmcv.ops import RoIAlign, batched_nms, nms
-    from mmcv.ops import nms as nms_module
-    from mmcv.ops import roi_align as roi_module
+
+    nms_module = importlib.import_module("mmcv.ops.nms")  # (mmcv.ops.nms is also a function)
+    roi_module = importlib.import_module("mmcv.ops.roi_align")
 
     g = torch.Generator().manual_seed(7)
     boxes, scores = random_boxes(500, g), torch.rand(500, generator=g)
