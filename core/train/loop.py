@@ -125,9 +125,9 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
     weights lay otherwise, e.g. on the CPU): fused updates assume equal strides."""
     for param, state in optimizer.state.items():
         for key, value in state.items():
-            if torch.is_tensor(value) and value.shape == param.shape:
-                if value.stride() != param.stride():
-                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+            same_shape = torch.is_tensor(value) and value.shape == param.shape
+            if same_shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def save_state_file(state: TrainState, directory: str) -> str:

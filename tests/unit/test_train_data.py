@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import os
 
 import numpy as np
@@ -126,7 +125,9 @@ def test_read_shards_equals_join_then_collect(tmp_path):
     out = str(tmp_path / "feats")
     anno_uri = synthetic_features.write_synthetic(out, 23, C=3, T=4, num_classes=2, rows_per_file=4)
     ts = data.prepare_training_set(out, anno_uri, DataSection())
-    table = pads.dataset(ts.features_uri, format="parquet").to_table(columns=list(data.READ_COLUMNS))
+    table = pads.dataset(ts.features_uri, format="parquet").to_table(
+        columns=list(data.READ_COLUMNS)
+    )
     train_ids = data.shard_ids(ts, data.TRAIN, 1, 2)  # every second id: files hold both splits
     shards = data.read_shards(ts, {data.TRAIN: train_ids, data.VAL: list(ts.gt[data.VAL])},
                               device="cpu", device_splits=[data.TRAIN])  # fmt: skip

@@ -121,7 +121,9 @@ def test_span_loss_without_nonzero_equals_the_picked_cells_loss():
 
     torch.manual_seed(0)
     head = SpanActionHead(C, K, dropout=0.0, iou_threshold=0.5)
-    gt_BG2 = torch.tensor([[[0.1, 0.4], [0.5, 0.9]], [[0.2, 0.3], [0.0, 0.0]], [[0.0, 1.0], [0.3, 0.6]]])
+    gt_BG2 = torch.tensor(
+        [[[0.1, 0.4], [0.5, 0.9]], [[0.2, 0.3], [0.0, 0.0]], [[0.0, 1.0], [0.3, 0.6]]]
+    )
     valid_BG = torch.tensor([[True, True], [True, False], [True, True]])
     labels_BG = torch.tensor([[0, 2], [1, -1], [2, 1]])
     class_BDT = proposal_class_map(gt_BG2, valid_BG, labels_BG, T, 0.5)
