@@ -55,9 +55,15 @@ class PipelineSection:
     nvdec_num_cpus: float = 0.25
     """CPU that one NVDEC-decoding actor needs (demuxing, cropping on the GPU, the
     recognizer's host side): the pool's actors reserve the average of theirs."""
+    calls_per_actor: int = 1
+    """Videos a feature actor works on at once, each call in a thread of its own with a
+    decoder of its own: while one call waits for the recognizer's GPU batch (or, on an NVDEC
+    actor, for the hardware decoder), another decodes, so an actor's core never idles on the
+    GPU and an NVDEC actor keeps several decoder sessions busy. 1: one call at a time."""
     tasks_in_flight_per_actor: int = 2
-    """Calls queued on an actor (one runs, the rest wait so it never idles); more lengthens
-    the tail, where one actor still works through its queue while the others are done."""
+    """Calls sent to an actor at once, at least ``calls_per_actor`` (those run, the rest wait
+    so it never idles); more lengthens the tail, where one actor still works through its
+    queue while the others are done."""
     write_num_cpus: float = 0.5
     """CPU that one write task reserves (Parquet encoding and the commit: short bursts)."""
     cpu_decoder_niceness: int = 10
@@ -80,9 +86,12 @@ class PipelineSection:
             )
         if not 0 < self.write_num_cpus <= 1:
             raise ValueError(f"write_num_cpus must be in (0, 1], got {self.write_num_cpus}")
-        if self.tasks_in_flight_per_actor < 1:
+        if self.calls_per_actor < 1:
+            raise ValueError(f"calls_per_actor must be >= 1, got {self.calls_per_actor}")
+        if self.tasks_in_flight_per_actor < self.calls_per_actor:
             raise ValueError(
-                f"tasks_in_flight_per_actor must be >= 1, got {self.tasks_in_flight_per_actor}"
+                f"tasks_in_flight_per_actor ({self.tasks_in_flight_per_actor}) must be at least "
+                f"calls_per_actor ({self.calls_per_actor})"
             )
 
 

@@ -291,7 +291,10 @@ def _run_pass(
         fn_constructor_kwargs={"cfg": cfg, "slots_dir": pass_id if pool.nvdec_per_node else None},
         batch_size=per_call,
         compute=ActorPoolStrategy(
-            size=pool.size, max_tasks_in_flight_per_actor=cfg.pipeline.tasks_in_flight_per_actor
+            size=pool.size,
+            max_tasks_in_flight_per_actor=cfg.pipeline.tasks_in_flight_per_actor,
+            max_concurrent_calls_per_actor=cfg.pipeline.calls_per_actor,
+            enable_true_multi_threading=cfg.pipeline.calls_per_actor > 1,
         ),
         num_cpus=pool.num_cpus,
         num_gpus=pool.num_gpus,

@@ -15,8 +15,9 @@ A slot holder decodes with NVDEC (``sampling.decoder='auto'``: where it can, els
 decoder, warms the recognizer up while the pool starts, lowers a CPU decoder's priority once
 it is ready (``pipeline.cpu_decoder_niceness``: the decoders take every core they can get, and
 the localizer, the write tasks, Ray and the driver must not wait behind them; among
-themselves, and beside NVDEC actors that must keep their decoder fed, nothing changes), and
-adds the seconds and times of each call (:data:`core.pipeline.columns.BUSY_COLUMNS`,
+themselves, and beside NVDEC actors that must keep their decoder fed, nothing changes; an
+actor running several calls at once, ``pipeline.calls_per_actor``, lowers each call's thread),
+and adds the seconds and times of each call (:data:`core.pipeline.columns.BUSY_COLUMNS`,
 :data:`core.pipeline.columns.TIMES`) and the decoder to the rows.
 """
 
@@ -27,6 +28,7 @@ import fcntl
 import logging
 import os
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -101,7 +103,7 @@ class FeatureActor:
                 cfg, sampling=dataclasses.replace(cfg.sampling, decoder=decoder)
             )
         self.stage = stages.SnippetFeatures(cfg)
-        self.decoder = self.stage.decoder.kind
+        self.decoder = self.stage.kind
         if cfg.pipeline.warm_up and self.stage.extractor.device.type == "cuda":
             s = cfg.sampling
             self.stage.extractor.extract(
@@ -110,12 +112,17 @@ class FeatureActor:
         self.start_seconds = time.perf_counter() - started
         self.ready_at = time.time()
         self._first = True
+        self._lock = threading.Lock()
+        self._niceness = None  # the niceness of a CPU decoder's calls once it is ready
         if self.decoder == "cpu" and cfg.pipeline.cpu_decoder_niceness:
-            os.nice(cfg.pipeline.cpu_decoder_niceness)
+            self._niceness = os.getpriority(os.PRIO_PROCESS, 0) + cfg.pipeline.cpu_decoder_niceness
+            _lower_thread(self._niceness)
         log.info("feature actor ready in %.1f s, decoding on %s", self.start_seconds, self.decoder)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
+        if self._niceness is not None:  # a call may run in a thread of its own
+            _lower_thread(self._niceness)
         recognizer = stages.recognizer_clock.seconds
         out = self.stage(batch)
         B = len(out[col.OK])
@@ -126,12 +133,22 @@ class FeatureActor:
         )
         out[col.DECODER] = np.full(B, self.decoder, dtype=object)
         start_B, ready_B = np.zeros(B), np.zeros(B)
-        if self._first and B:
-            start_B[0], ready_B[0], self._first = self.start_seconds, self.ready_at, False
+        with self._lock:
+            if self._first and B:
+                start_B[0], ready_B[0], self._first = self.start_seconds, self.ready_at, False
         out[col.ACTOR_START_SECONDS] = start_B
         out[col.ACTOR_READY_AT] = ready_B
         out[col.FEATURES_DONE_AT] = np.full(B, time.time())
         return out
+
+
+def _lower_thread(niceness: int) -> None:
+    """Sets the calling thread's niceness to ``niceness`` unless it is that low already (on
+    Linux niceness belongs to a thread, and a threaded actor's calls run in threads that
+    existed before its constructor lowered its own)."""
+    tid = threading.get_native_id()
+    if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
+        os.setpriority(os.PRIO_PROCESS, tid, niceness)
 
 
 def _take_slot(slots_dir: str, slots: int):

@@ -11,6 +11,11 @@ together, a barrier that stops streaming and resuming. In the actor, the decoder
 and memory is bounded by one batch. The GPU is shared by fractional ``num_gpus``; its work per
 snippet is a small fraction of the decode work, so many decoding actors keep it busy.
 
+An actor may run several calls at once (``pipeline.calls_per_actor``), each in its own thread:
+every running call holds a decoder of its own (for NVDEC, a decoder session of its own), taken
+from the actor's idle decoders or made when none is idle, so one call decodes while another
+waits for the recognizer. The recognizer is shared; its seconds are counted per thread.
+
 Where :class:`SnippetFeatures` decodes is ``cfg.sampling.decoder`` (:mod:`core.video.backend`):
 ``"cpu"`` (PyAV, numpy clips copied to the recognizer), ``"nvdec"`` (the actor's GPU decodes,
 clips stay on it; the actor fails at start if it cannot: it needs ``extractor.num_gpus > 0``,
@@ -25,7 +30,9 @@ Shape legend: B videos in a batch, N snippets, C feature channels, T positions, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
@@ -88,7 +95,33 @@ class SnippetFeatures:
             allow_pickle=cfg.checkpoint.allow_pickle,
         )
         self.feat_dim = self.extractor.feature_dim
-        self.decoder = SnippetDecoder(cfg.sampling, device=str(self.extractor.device))
+        first = SnippetDecoder(cfg.sampling, device=str(self.extractor.device))
+        self.kind = first.kind
+        """``"cpu"`` or ``"nvdec"``: what this actor decodes with (every call the same)."""
+        self._idle = [first]  # decoders no call holds; one is made when a call finds none
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _decoder(self):
+        """A decoder that this call alone uses until it ends (see the module docstring)."""
+        from core.video import SnippetDecoder
+
+        with self._lock:
+            decoder = self._idle.pop() if self._idle else None
+        if decoder is None:  # the same kind as the first: an NVDEC actor stays one
+            sampling = dataclasses.replace(self.cfg.sampling, decoder=self.kind)
+            decoder = SnippetDecoder(sampling, device=str(self.extractor.device))
+        try:
+            yield decoder
+        finally:
+            with self._lock:
+                self._idle.append(decoder)
+
+    @property
+    def num_decoders(self) -> int:
+        """Decoders this actor has made (as many as its calls that ever ran at once)."""
+        with self._lock:
+            return len(self._idle)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from core.features.rescale import rescale_features
@@ -97,8 +130,9 @@ class SnippetFeatures:
         facts = _VideoFacts(len(ids))
         feats: list[list[np.ndarray]] = [[] for _ in ids]
         pending: list[tuple[int, np.ndarray]] = []  # (video index, clips_NTHWC)
-        for i, uri in enumerate(uris):
-            self._decode(i, uri, facts, pending, feats)
+        with self._decoder() as decoder:
+            for i, uri in enumerate(uris):
+                self._decode(decoder, i, uri, facts, pending, feats)
         self._flush(pending, feats)
         T = self.cfg.temporal_dim
         feats_BCT = np.zeros((len(ids), self.feat_dim, T), dtype=np.float32)
@@ -115,14 +149,14 @@ class SnippetFeatures:
             **facts.columns(),
         }
 
-    def _decode(self, i: int, uri: str, facts: _VideoFacts, pending, feats) -> None:
+    def _decode(self, decoder, i: int, uri: str, facts: _VideoFacts, pending, feats) -> None:
         """Streams video ``i`` into ``pending``; records its facts or its error."""
         from core.video import VideoDecodeError
 
         batch_size = self.cfg.extractor.batch_size
         with contextlib.ExitStack() as stack:
             try:
-                local = self.decoder.kind != "cpu"  # NVDEC opens a file path
+                local = decoder.kind != "cpu"  # NVDEC opens a file path
                 source = _fetch(stack, uri, self.cfg.storage, local=local)
             except FileNotFoundError as e:
                 facts.fail(i, "read", "not_found", str(e))
@@ -132,7 +166,7 @@ class SnippetFeatures:
                 return
             try:
                 last = None
-                for snippets in _snippets(self.decoder, source):
+                for snippets in _snippets(decoder, source):
                     pending.append((i, snippets.clips_NTHWC))
                     last = snippets
                     if sum(len(c) for _, c in pending) >= batch_size:
@@ -193,15 +227,16 @@ def _extract_retrying_oom(extractor, clips_NTHWC: np.ndarray) -> np.ndarray:
         recognizer_clock.seconds += time.perf_counter() - started
 
 
-class _Clock:
-    """Seconds a process spent in one kind of work (an actor runs one call at a time)."""
+class _Clock(threading.local):
+    """Seconds a thread spent in one kind of work (each of an actor's running calls has a
+    thread of its own, so a call's share is the difference across it in its thread)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
 
 
 recognizer_clock = _Clock()
-"""Seconds this process spent in the recognizer (:func:`_extract_retrying_oom`), read by
+"""Seconds this thread spent in the recognizer (:func:`_extract_retrying_oom`), read by
 :class:`core.pipeline.pools.FeatureActor` for the run's per-stage busy times."""
 
 

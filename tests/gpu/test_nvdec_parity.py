@@ -229,7 +229,7 @@ def test_snippet_features_actor_nvdec_matches_cpu(corpus):
             base, sampling=dataclasses.replace(base.sampling, decoder=decoder)
         )
         actor = SnippetFeatures(cfg)
-        assert actor.decoder.kind == decoder
+        assert actor.kind == decoder
         rows[decoder] = actor(dict(batch))
     cpu, gpu = rows["cpu"], rows["nvdec"]
     for key in (col.OK, col.NUM_SNIPPETS, col.NUM_FRAMES, col.ERROR_TYPE):

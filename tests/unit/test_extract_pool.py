@@ -93,3 +93,94 @@ def test_the_decoder_does_not_change_the_fingerprint():
     a = _cfg()
     b = dataclasses.replace(a, sampling=dataclasses.replace(a.sampling, decoder="cpu"))
     assert driver.fingerprint(a, "random", ["x"]) == driver.fingerprint(b, "random", ["x"])
+
+
+def test_calls_per_actor_must_fit_the_calls_in_flight():
+    assert _cfg().pipeline.calls_per_actor == 2  # the production layout runs two at once
+    assert _cfg("configs/extract/demo.py").pipeline.calls_per_actor == 1
+    with pytest.raises(ConfigError, match="calls_per_actor"):
+        _cfg(**{"pipeline.calls_per_actor": 0})
+    with pytest.raises(
+        ConfigError, match=r"tasks_in_flight_per_actor \(2\).*calls_per_actor \(3\)"
+    ):
+        _cfg(**{"pipeline.calls_per_actor": 3, "pipeline.tasks_in_flight_per_actor": 2})
+
+
+def test_a_lowered_thread_leaves_the_other_threads_as_they_were():
+    import os
+    import threading
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def call():
+        tid = threading.get_native_id()
+        pools._lower_thread(mine + 3)
+        pools._lower_thread(mine + 3)  # once is enough: the second call changes nothing
+        seen["call"] = os.getpriority(os.PRIO_PROCESS, tid)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join()
+    assert seen["call"] == mine + 3
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+
+
+@pytest.fixture(scope="module")
+def two_videos(tmp_path_factory):
+    from tests.integration import videos
+
+    folder = tmp_path_factory.mktemp("pool-videos")
+    return [videos.make_video(folder / f"v{i}.mp4", 96, 64, fps=10, seconds=1 + i) for i in (0, 1)]
+
+
+def test_calls_running_at_once_each_hold_a_decoder_and_count_their_own_recognizer_time(
+    two_videos, monkeypatch
+):
+    import threading
+
+    from core.io import tables
+    from core.pipeline import stages
+
+    cfg = _cfg("configs/extract/demo.py")
+    stage = stages.SnippetFeatures(cfg)
+    batches = [
+        {
+            tables.VIDEO_ID: np.asarray([f"v{i}"], dtype=object),
+            tables.URI: np.asarray([p], dtype=object),
+        }
+        for i, p in enumerate(two_videos)
+    ]
+    alone = [stage(dict(b)) for b in batches]  # one call after the other: one decoder
+    assert stage.num_decoders == 1
+
+    both_decoding = threading.Barrier(2, timeout=60)
+    held = []
+    real = stages._snippets
+
+    def snippets(decoder, source):
+        held.append(decoder)
+        both_decoding.wait()  # neither call goes on before the other holds a decoder too
+        yield from real(decoder, source)
+
+    monkeypatch.setattr(stages, "_snippets", snippets)
+    outs, seconds = {}, {}
+
+    def call(i):
+        before = stages.recognizer_clock.seconds
+        outs[i] = stage(dict(batches[i]))
+        seconds[i] = stages.recognizer_clock.seconds - before
+
+    main_clock = stages.recognizer_clock.seconds
+    threads = [threading.Thread(target=call, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(d) for d in held}) == 2 and stage.num_decoders == 2
+    assert all(d.kind == stage.kind == "cpu" for d in held)
+    assert all(seconds[i] > 0 for i in (0, 1))
+    assert stages.recognizer_clock.seconds == main_clock  # the calls' threads, not this one
+    for i in (0, 1):  # the same rows as one call at a time
+        assert list(outs[i][col.NUM_SNIPPETS]) == list(alone[i][col.NUM_SNIPPETS])
+        np.testing.assert_allclose(outs[i][col.FEATS], alone[i][col.FEATS], rtol=1e-5, atol=1e-6)

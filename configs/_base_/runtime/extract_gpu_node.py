@@ -22,10 +22,14 @@ localizer = dict(
     dtype="tf32",
 )
 
+# two calls at once per feature actor, each with a decoder of its own: a CPU actor decodes one
+# video while the other waits for its recognizer batch, an NVDEC actor keeps two decoder
+# sessions busy (12 streams on the node); one more call queued so that none idles
 pipeline = dict(
     nvdec_actors_per_node=6,
     nvdec_num_cpus=0.25,
     write_num_cpus=0.5,
-    tasks_in_flight_per_actor=2,
+    calls_per_actor=2,
+    tasks_in_flight_per_actor=3,
     warm_up=True,
 )
