@@ -3,7 +3,8 @@ and NVDEC decode bounds measured in the same run.
 
     python -m benchmarks.extract --output benchmarks/results/extract_h200.json \
         [--distinct 32 --copies 24 --min-duration 10 --max-duration 20] \
-        [--job LABEL "k=v k=v" ...] [--slowonly-copies 6]
+        [--job LABEL "k=v k=v" ...] [--extra-job LABEL "k=v k=v" ...] [--slowonly-copies 6] \
+        [--previous OLD_RESULTS.json]
 
 In one run:
 
@@ -24,7 +25,9 @@ In one run:
   resources (sampled from Ray every second);
 * **SlowOnly** (``--slowonly-copies``): the recognizer alone at float32, bfloat16,
   channels-last and ``torch.compile`` on real clips, each one's features against float32's;
-  the CPU decode bound and the job (hybrid and CPU only) with the SlowOnly config.
+  the CPU decode bound and the job (hybrid and CPU only) with the SlowOnly config;
+* **previous run** (``--previous``): the headline figures of an earlier results file, kept
+  beside the new ones for the before and after.
 
 Recognizers and localizer have random weights (their speed does not depend on them). Results
 go to a JSON file; ``benchmarks/README.md`` has the table.
@@ -43,6 +46,7 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -451,6 +455,11 @@ def main() -> int:
     parser.add_argument("--job", nargs=2, action="append", metavar=("LABEL", "OPTIONS"),
                         help="a job to run: label and space-separated cfg options; default "
                         "hybrid (the config as it is) and cpu_only")  # fmt: skip
+    parser.add_argument("--extra-job", nargs=2, action="append", default=[],
+                        metavar=("LABEL", "OPTIONS"), help="a job to run after the others "
+                        "(reported, not in the headline figures)")  # fmt: skip
+    parser.add_argument("--previous", help="an earlier results file: its headline figures "
+                        "are kept as previous_run")  # fmt: skip
     parser.add_argument("--slowonly-copies", type=int, default=0, help="0: no SlowOnly job")
     parser.add_argument("--slowonly", action="store_true", help="SlowOnly's precisions and bound")
     parser.add_argument("--compile", action="store_true", help="also torch.compile SlowOnly")
@@ -469,13 +478,16 @@ def main() -> int:
     cfg = load(TSN)
     cpu_only = [f"extractor.num_actors={args.workers}", "pipeline.nvdec_actors_per_node=0",
                 "sampling.decoder=cpu"]  # fmt: skip
-    job_list = args.job or [["hybrid", ""], ["cpu_only", " ".join(cpu_only)]]
+    job_list = (args.job or [["hybrid", ""], ["cpu_only", " ".join(cpu_only)]]) + args.extra_job
     result: dict = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(0), "cpu_cores": os.cpu_count(),
         "packages": package_versions(("torch", "ray", "mmaction2", "av", "PyNvVideoCodec")),
         "ray_data": True,
+        "command": " ".join(["python -m benchmarks.extract", *sys.argv[1:]]),
     }  # fmt: skip
+    if args.previous:
+        result["previous_run"] = previous_run(args.previous)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         paths, manifest = make_corpus(tmp, args)
@@ -536,9 +548,32 @@ def _headline(result: dict) -> None:
     if steady("hybrid") and steady("cpu_only"):
         result["hybrid_over_cpu_only"] = steady("hybrid") / steady("cpu_only")
     result["start_up_s"] = {k: v.get("start_up_s") for k, v in jobs_out.items()}
+    result["gpu_util_pct_steady"] = {
+        k: v.get("monitors", {}).get("gpu", {}).get("util_pct", {}).get("steady_mean")
+        for k, v in jobs_out.items()
+    }
     if result["decode_bound"].get("nvdec"):
         both = bound["videos_per_s"] + result["decode_bound"]["nvdec"]["videos_per_s"]
         result["cpu_plus_nvdec_decode_bound_videos_per_s"] = both
+
+
+HEADLINE = (
+    "date", "commit", "command", "corpus", "decode_bound", "end_to_end_cpu_only_videos_per_s",
+    "end_to_end_videos_per_s", "hybrid_over_cpu_only", "video_hours_per_hour", "start_up_s",
+    "cpu_plus_nvdec_decode_bound_videos_per_s",
+)  # fmt: skip
+
+
+def previous_run(path: str) -> dict:
+    """An earlier results file's headline figures and each job's steady state and layout."""
+    old = json.loads(pathlib.Path(path).read_text())
+    out = {k: old[k] for k in HEADLINE if k in old}
+    out["jobs"] = {
+        label: {"cfg_options": j.get("cfg_options"), "steady": j.get("steady"),
+                "busy_seconds": j.get("busy_seconds"), "videos": j.get("videos")}
+        for label, j in old.get("jobs", {}).items()
+    }  # fmt: skip
+    return out
 
 
 def slowonly(args, paths: list[str], tmp: str, cpu_only: list[str]) -> dict:
