@@ -13,12 +13,13 @@ In one run:
   long enough for a steady state without encoding hours of video first (every copy is decoded
   in full, like any other video);
 * **decode bounds**: ``--workers`` processes (default: one per core but one) that only decode
-  and sample snippets on the CPU, as the job's CPU actors do; and, where NVDEC is usable, the
-  NVDEC actors' count of processes decoding with NVDEC (:class:`core.video.SnippetDecoder`);
+  and sample snippets on the CPU, as the job's CPU actors do; and, where NVDEC is usable, as
+  many processes as the job has NVDEC streams (NVDEC actors x ``pipeline.calls_per_actor``)
+  decoding with NVDEC (:class:`core.video.SnippetDecoder`);
 * **recognizer bound**: the recognizer alone on the GPU on random snippets at full batch;
 * **jobs**: ``jobs.extract.main`` as the CLI runs it (embedded Ray started by the job, the
   manifest as ``--input``), by default twice: ``hybrid`` (the production config as it is: CPU
-  and NVDEC actors in one pool) and ``cpu_only`` (only CPU actors, one per core but one). For
+  and NVDEC actors in one pool) and ``cpu_only`` (``--cpu-only-actors`` CPU actors). For
   each: start-up (to the first committed batch) apart from the steady rate (between 10% and
   90% of the videos committed, from the job's progress stream), per-stage busy seconds (from
   the run record), GPU and NVDEC utilisation (``nvidia-smi``), and object store use and free
@@ -455,6 +456,9 @@ def main() -> int:
     parser.add_argument("--job", nargs=2, action="append", metavar=("LABEL", "OPTIONS"),
                         help="a job to run: label and space-separated cfg options; default "
                         "hybrid (the config as it is) and cpu_only")  # fmt: skip
+    parser.add_argument("--cpu-only-actors", type=int, default=8,
+                        help="feature actors of the cpu_only job (each runs the config's "
+                        "pipeline.calls_per_actor calls at once)")  # fmt: skip
     parser.add_argument("--extra-job", nargs=2, action="append", default=[],
                         metavar=("LABEL", "OPTIONS"), help="a job to run after the others "
                         "(reported, not in the headline figures)")  # fmt: skip
@@ -476,8 +480,8 @@ def main() -> int:
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     cfg = load(TSN)
-    cpu_only = [f"extractor.num_actors={args.workers}", "pipeline.nvdec_actors_per_node=0",
-                "sampling.decoder=cpu"]  # fmt: skip
+    cpu_only = [f"extractor.num_actors={args.cpu_only_actors}",
+                "pipeline.nvdec_actors_per_node=0", "sampling.decoder=cpu"]  # fmt: skip
     job_list = (args.job or [["hybrid", ""], ["cpu_only", " ".join(cpu_only)]]) + args.extra_job
     result: dict = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -502,7 +506,8 @@ def main() -> int:
         reason = nvdec_reason()
         result["nvdec"] = reason is None
         if reason is None:
-            n = cfg.pipeline.nvdec_actors_per_node or 4
+            # as many decoding processes as the job has NVDEC streams (actors x calls each)
+            n = (cfg.pipeline.nvdec_actors_per_node or 4) * cfg.pipeline.calls_per_actor
             bounds["nvdec"] = decode_bound(bound_paths, sampling, n, "nvdec")
         else:
             result["nvdec_unavailable_because"] = reason

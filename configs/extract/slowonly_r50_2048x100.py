@@ -20,7 +20,8 @@ sampling = dict(
     decoder="auto",
 )
 
-# 14 CPU-decoding actors + 6 NVDEC ones, 4.8% of the GPU each; one video a call
-extractor = dict(batch_size=32, num_actors=14, num_gpus=0.048, dtype="bfloat16", videos_per_call=1)
+# 7 CPU-decoding actors + 3 NVDEC ones, 4 calls at once each (28 CPU decoder threads, 12 NVDEC
+# streams), 4.8% of the GPU each; one video a call
+extractor = dict(batch_size=32, num_actors=7, num_gpus=0.048, dtype="bfloat16", videos_per_call=1)
 
 model = dict(feat_dim=2048)

@@ -96,7 +96,7 @@ def test_the_decoder_does_not_change_the_fingerprint():
 
 
 def test_calls_per_actor_must_fit_the_calls_in_flight():
-    assert _cfg().pipeline.calls_per_actor == 2  # the production layout runs two at once
+    assert _cfg().pipeline.calls_per_actor == 4  # the production layout runs four at once
     assert _cfg("configs/extract/demo.py").pipeline.calls_per_actor == 1
     with pytest.raises(ConfigError, match="calls_per_actor"):
         _cfg(**{"pipeline.calls_per_actor": 0})

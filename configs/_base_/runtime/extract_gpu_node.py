@@ -22,14 +22,15 @@ localizer = dict(
     dtype="tf32",
 )
 
-# two calls at once per feature actor, each with a decoder of its own: a CPU actor decodes one
-# video while the other waits for its recognizer batch, an NVDEC actor keeps two decoder
-# sessions busy (12 streams on the node); one more call queued so that none idles
+# few processes, four calls at once in each, every call with a decoder of its own: a CPU
+# actor's threads decode while one of them waits for its recognizer batch, an NVDEC actor keeps
+# four decoder sessions busy (3 actors: 12 NVDEC streams on the node), and 10 CUDA contexts
+# share the GPU instead of 20; one more call queued so that none idles
 pipeline = dict(
-    nvdec_actors_per_node=6,
+    nvdec_actors_per_node=3,
     nvdec_num_cpus=0.25,
     write_num_cpus=0.5,
-    calls_per_actor=2,
-    tasks_in_flight_per_actor=3,
+    calls_per_actor=4,
+    tasks_in_flight_per_actor=5,
     warm_up=True,
 )
