@@ -1,7 +1,10 @@
 """The training job at ActivityNet's size on one GPU, its time split, and the step against MMAction2's.
 
 Synthetic features of ActivityNet's shape (10,000 training and 1,000 validation videos x 400
-channels x 100 positions, 1-3 random segments each, 200 classes), all in one run:
+channels x 100 positions, 1-3 random segments each, 200 classes) that locate the segments
+and tell their classes apart under noise (:mod:`core.train.synthetic_features`, ``--signal``
+3: class patterns at 1.5 times the noise per channel), so the job's mAP measures learning
+(labels at random would score about 1/200), all in one run:
 
 * ``job``: ``python -m jobs.train`` as a user runs it (a subprocess, one GPU worker, the
   ActivityNet config's recipe: 9 epochs at global batch 16, per-epoch validation and
@@ -12,7 +15,8 @@ channels x 100 positions, 1-3 random segments each, 200 classes), all in one run
   CUDA graph (:class:`core.train.step.GraphedStep`, what the job's worker runs), with the
   largest difference between the two paths' losses over the same steps; and the captured
   step in the default memory layout with unfused Adam (``graph_default_layout``, the step
-  before channels-last);
+  before channels-last), and the captured step with the ``span`` head (``graph_span_head``,
+  the configs' default head);
 * ``upstream``: MMAction2's ``BMN`` in ``loss`` mode (a list of tensors, numpy
   ``generate_labels``, ``BMNLoss``) with the same optimizer, ``--upstream-steps`` steps in
   fp32 and bf16: the baseline measured in the same run.
@@ -53,14 +57,14 @@ NUM_CLASSES = 200
 CONFIG = "configs/train/bmn_cls_400x100_activitynet.py"
 
 
-def model_cfg(args: argparse.Namespace) -> dict:
+def model_cfg(args: argparse.Namespace, cls_head: str | None = None) -> dict:
     """MMAction2's ActivityNet BMN with the action head, at the requested size."""
     return dict(
         type="BMNwActionCls", temporal_dim=args.temporal_dim, boundary_ratio=0.5,
         num_samples=args.num_samples, num_samples_per_bin=3, feat_dim=args.feat_dim,
         soft_nms_alpha=0.4, soft_nms_low_threshold=0.5, soft_nms_high_threshold=0.9,
-        post_process_top_k=100, num_action_classes=NUM_CLASSES, cls_head=args.cls_head,
-        cls_dropout=0.0,
+        post_process_top_k=100, num_action_classes=NUM_CLASSES,
+        cls_head=cls_head or args.cls_head, cls_dropout=0.0,
     )  # fmt: skip
 
 
@@ -68,7 +72,7 @@ def make_corpus(args: argparse.Namespace):
     """The features table, annotations and the training rows in memory."""
     total = args.videos + args.val_videos
     table, annotations = synthetic_features.synthetic_corpus(
-        total, args.feat_dim, args.temporal_dim, NUM_CLASSES, seed=0, signal=0.0,
+        total, args.feat_dim, args.temporal_dim, NUM_CLASSES, seed=0, signal=args.signal,
         val_fraction=args.val_videos / total,
     )  # fmt: skip
     annos = parse_annotations(annotations)
@@ -94,8 +98,10 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
     batches = data.epoch_batches(len(rows), args.batch, steps, cfg.seed, 0, 0)
     out = {"dtype": dtype, "batch": args.batch, "steps": steps}
     losses = {}
-    for mode in ("eager", "graph", "graph_default_layout"):
-        state = loop.new_train_state(cfg.model, cfg, str(device))
+    for mode in STEP_MODES:
+        mode_cfg = TrainConfig(model=model_cfg(args, "span"), batch_size=args.batch,
+                               optim=OptimSection()) if mode == "graph_span_head" else cfg  # fmt: skip
+        state = loop.new_train_state(mode_cfg.model, mode_cfg, str(device))
         graphs = mode != "eager" and step.graphs_apply(device, 1, state.model)
         if mode != "eager" and not graphs:
             out[mode] = {"skipped": "CUDA graphs do not apply here"}
@@ -125,7 +131,7 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
         for i, idx_B in enumerate(batches[: args.compare_steps]):  # losses step by step
             loop.seed_epoch(cfg.seed, i, 0, device, generator)
             per_step.append(loop_losses(state, shard, [idx_B], dtype, cfg, generator, graphed))
-        if mode != "graph_default_layout":
+        if mode in ("eager", "graph"):
             losses[mode] = per_step
         loop.seed_epoch(cfg.seed, 1, 0, device, generator)
         sync(device)
@@ -143,11 +149,18 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
         out["graph_vs_eager_max_rel_loss_diff"] = max(diffs)
         out["graph_vs_eager_losses"] = {k: [h["loss"] for h in v] for k, v in losses.items()}
         out["graph_speedup"] = out["graph"]["samples_per_s"] / out["eager"]["samples_per_s"]
+    if "samples_per_s" in out.get("graph_span_head", {}):
+        out["span_head_vs_pointwise"] = (
+            out["graph_span_head"]["samples_per_s"] / out["graph"]["samples_per_s"]
+        )
     if "samples_per_s" in out.get("graph_default_layout", {}):
         out["channels_last_fused_adam_speedup"] = (
             out["graph"]["samples_per_s"] / out["graph_default_layout"]["samples_per_s"]
         )
     return out
+
+
+STEP_MODES = ("eager", "graph", "graph_default_layout", "graph_span_head")
 
 
 def loop_losses(state, shard, batches, dtype, cfg, generator, graphed) -> dict:
@@ -231,7 +244,7 @@ def bench_job(args: argparse.Namespace, root: Path, features: str, anno_uri: str
                       if p and Path(p).resolve() != ROOT]])}  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    wall, ended_at = time.perf_counter() - start, time.time()
     if proc.returncode != 0:
         return {"returncode": proc.returncode, "wall_seconds": wall,
                 "stderr_tail": proc.stderr[-4000:]}  # fmt: skip
@@ -241,10 +254,13 @@ def bench_job(args: argparse.Namespace, root: Path, features: str, anno_uri: str
     val_s = sum(h.get("val_seconds", 0.0) for h in history)
     # validation runs beside the next epoch's training: what the loop waited for is its cost
     wait_s = sum(h.get("val_wait_seconds", h.get("val_seconds", 0.0)) for h in history)
-    timings = summary.get("timings", {})
+    timings = dict(summary.get("timings", {}))
+    finished_at = timings.pop("finished_at_unix", None)
     split = {"train_seconds": train_s, "val_wait_seconds": wait_s,
              "val_seconds_beside_training": val_s, **timings}  # fmt: skip
-    accounted = train_s + wait_s + sum(v for k, v in timings.items() if k in ACCOUNTED)
+    if finished_at is not None:  # from the summary's print to the process's end
+        split["time_exit_s"] = ended_at - finished_at
+    accounted = train_s + wait_s + sum(v for k, v in split.items() if k in ACCOUNTED)
     split["other_seconds"] = wall - accounted
     return {
         "command": " ".join(cmd[1:]), "returncode": 0, "job_wall_seconds": wall,
@@ -253,12 +269,26 @@ def bench_job(args: argparse.Namespace, root: Path, features: str, anno_uri: str
         "train_samples_per_s": [h["samples_per_s"] for h in history],
         "final_metrics": {k: v for k, v in (summary.get("metrics") or {}).items()
                           if isinstance(v, (int, float))},
+        "ray_train_worker_group_log": worker_group_log(),
     }  # fmt: skip
 
 
-# phases of the job's own split that do not overlap (the rest is imports, start-up, exit)
-ACCOUNTED = ("time_ray_init_s", "time_prepare_s", "time_worker_start_s", "time_ingest_s",
-             "time_graph_warmup_s", "time_final_task_s", "time_report_s", "time_after_fit_s")  # fmt: skip
+def worker_group_log(ray_temp: str = "/tmp/ray/session_latest") -> list[str]:
+    """Ray Train's own timings of the worker group's start (its controller's debug log, ray
+    2.60: lines "[Worker Group Initialization] ... in N s") of the last local session."""
+    lines = []
+    for path in sorted(Path(ray_temp, "logs", "train").glob("ray-train-sys-controller-*.log")):
+        lines += [line.strip()[:300] for line in path.read_text(errors="replace").splitlines()
+                  if "Initialization]" in line or "s total" in line]  # fmt: skip
+    return lines[-40:]
+
+
+# phases of the job's own split that follow one another (the rest: Ray Train's set-up of the
+# run before the workers are asked to start, its teardown, the worker's report waits)
+ACCOUNTED = ("time_to_main_s", "time_config_s", "time_ray_init_s", "time_prepare_s",
+             "time_worker_start_s", "time_rows_and_imports_s", "time_model_build_s",
+             "time_ingest_s", "time_graph_warmup_s", "time_final_task_s", "time_report_s",
+             "time_after_fit_s", "time_exit_s")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,11 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temporal-dim", type=int, default=100)
     parser.add_argument("--num-samples", type=int, default=32)
     parser.add_argument("--cls-head", default="pointwise", help="the action head trained")
+    parser.add_argument("--signal", type=float, default=3.0,
+                        help="synthetic features' segment signal (class signal: half of it)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=9, help="of the job")
-    parser.add_argument("--step-steps", type=int, default=300, help="timed steps per mode")
-    parser.add_argument("--compare-steps", type=int, default=10, help="eager vs graph losses")
-    parser.add_argument("--upstream-steps", type=int, default=30)
+    parser.add_argument("--step-steps", type=int, default=150, help="timed steps per mode")
+    parser.add_argument("--compare-steps", type=int, default=5, help="eager vs graph losses")
+    parser.add_argument("--upstream-steps", type=int, default=10)
     parser.add_argument("--job-root", action="append", default=[], type=Path,
                         help="also run this checkout's job (e.g. the code before a change)")  # fmt: skip
     parser.add_argument("--skip-step", action="store_true")
@@ -311,12 +343,12 @@ def main(argv: list[str] | None = None) -> int:
             report.setdefault("job_other_roots", {})[str(root)] = bench_job(
                 args, root.resolve(), features, anno_uri, run
             )
+    report["upstream"] = [bench_upstream(args, rows, p) for p in ("fp32", "bf16")]
+    save()
     if not args.skip_step:
         report["step"] = bench_step(args, rows)
-        save()
-    report["upstream"] = [bench_upstream(args, rows, p) for p in ("fp32", "bf16")]
     base = report["upstream"][0]["samples_per_s"]
-    for mode in ("eager", "graph", "graph_default_layout"):
+    for mode in STEP_MODES:
         if "samples_per_s" in report.get("step", {}).get(mode, {}):
             report["step"][mode]["ratio_vs_upstream_fp32"] = (
                 report["step"][mode]["samples_per_s"] / base

@@ -61,7 +61,20 @@ def embedded_cpus(cfg: TrainConfig, requested: int | None) -> int:
     return requested or max(os.cpu_count() or 1, needed)
 
 
+def process_timings(main_started_at: float, started: float) -> dict[str, float]:
+    """``time_to_main_s`` (the interpreter's start and this module's imports, where /proc
+    tells), ``time_config_s`` (until Ray's start) and ``finished_at_unix`` (now)."""
+    from core.train.worker import process_started_at
+
+    out = {"time_config_s": time.time() - main_started_at - (time.perf_counter() - started)}
+    process_start = process_started_at()
+    if process_start is not None:
+        out["time_to_main_s"] = main_started_at - process_start
+    return {**out, "finished_at_unix": time.time()}
+
+
 def main(argv: list[str] | None = None) -> int:
+    main_started_at = time.time()
     args = parse_args(argv)
     runtime.setup_logging()
     try:
@@ -102,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             summary.epochs_done, summary.epochs,
         )  # fmt: skip
     summary.timings["time_ray_init_s"] = ray_seconds
+    summary.timings.update(process_timings(main_started_at, start))
     sys.stdout.write(summary_json(summary) + "\n")
     return 0
 

@@ -5,12 +5,13 @@
 * :func:`write_outputs` is the final task as rank 0 runs it after the last epoch, in the
   training process: the best epoch's weights and its validation evaluation are still in
   memory, so it exports them and writes what ``jobs.evaluate`` writes
-  (:func:`core.eval.report.write_report`: metrics.json, AR-AN curve, per-class AP, confusion
-  matrix, timelines) without loading a model or proposing again.
+  (:func:`core.train.figures.write_report`, the files of :func:`core.eval.report.write_report`:
+  metrics.json, AR-AN curve, per-class AP, confusion matrix, timelines) without loading a model or proposing again.
 * :func:`final_evaluation` is the same task for a run whose best epoch was trained by an
   earlier process (a resumed run): a Ray task loads ``best.pth`` like extract does and
   proposes on the validation videos.
-* :func:`write_training_curves` draws losses and validation metrics per epoch.
+* :func:`write_training_curves` (:mod:`core.train.figures`) draws losses and validation
+  metrics per epoch.
 
 Train checkpoints leave out the model's :data:`CONSTANTS` (rebuilt from the config);
 :func:`full_state_dict` puts them back for a strict load.
@@ -18,30 +19,26 @@ Train checkpoints leave out the model's :data:`CONSTANTS` (rebuilt from the conf
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from core import storage
 from core.eval.metrics import evaluate_full
-from core.eval.report import write_report
 from core.io.checkpoint import save_checkpoint
 from core.models.localizer import checkpoint_payload, load_localizer
-from core.train import data
+from core.train import data, figures
 from core.train.evaluation import predict
+from core.train.figures import CURVE_LOSSES, curves_figure, write_training_curves  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 BEST = "best.pth"
 CURVES_PNG = "training_curves.png"
 HISTORY = "history.json"
-CURVE_LOSSES = ("loss", "tem", "pem_reg", "pem_cls", "action_cls")
 CURVE_METRICS = ("AUC", "mAP")
 CONSTANTS = ("sample_mask",)
 """Model entries rebuilt from the config (MMAction2's 128 MB sample mask at T = 100): left out
@@ -112,7 +109,7 @@ def final_evaluation(
     evaluation = evaluate_full(
         frame, training_set.val_annotations, classes=training_set.class_names
     )
-    return write_report(evaluation, output_uri, extra={"checkpoint": best_uri})
+    return figures.write_report(evaluation, output_uri, extra={"checkpoint": best_uri})
 
 
 def write_outputs(
@@ -120,8 +117,9 @@ def write_outputs(
     training_set: data.TrainingSet, output_uri: str, cfg,
 ) -> dict:  # fmt: skip
     """The final task from memory (see the module docstring): ``best.pth``, history.json,
-    the training curves and (with ``cfg.final_eval``) metrics.json and its figures. The export
-    runs in a second thread (it mostly waits on compression and writes outside Python).
+    the training curves and (with ``cfg.final_eval``) metrics.json and its figures, the
+    figures side by side (:mod:`core.train.figures`). The export runs in a second thread (it
+    mostly waits on compression and writes outside Python).
 
     Args:
         best: :class:`core.train.loop.BestEpoch` with weights and evaluation.
@@ -139,41 +137,8 @@ def write_outputs(
             metrics=dict(entry), seed=cfg.seed,
         )  # fmt: skip
         storage.write_json(storage.join(output_uri, HISTORY), list(history))
-        write_training_curves(history, storage.join(output_uri, CURVES_PNG))
-        if cfg.final_eval:
-            write_report(best.evaluation, output_uri, extra={"checkpoint": best_uri})
+        figures.write_report(
+            best.evaluation if cfg.final_eval else None, output_uri,
+            extra={"checkpoint": best_uri}, curves=(history, storage.join(output_uri, CURVES_PNG)),
+        )  # fmt: skip
         return export.result()  # raises what the export raised
-
-
-def curves_figure(history: Sequence[Mapping[str, float]]) -> Figure:
-    """Training losses (left) and validation AUC and mAP (right) against the epoch."""
-    fig = Figure(figsize=(10, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    epochs = [h["epoch"] for h in history]
-    ax_loss, ax_val = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for key in CURVE_LOSSES:
-        if all(key in h for h in history):
-            ax_loss.plot(epochs, [h[key] for h in history], marker="o", label=key)
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("training loss (mean over the epoch)")
-    ax_loss.set_yscale("log")
-    ax_loss.legend(fontsize=8)
-    ax_loss.grid(True, linestyle=":", linewidth=0.5)
-    if all("AUC" in h for h in history):
-        ax_val.plot(epochs, [h["AUC"] / 100 for h in history], marker="o", label="AUC / 100")
-    for key in ("AR@100", "mAP"):
-        if all(key in h for h in history):
-            ax_val.plot(epochs, [h[key] for h in history], marker="o", label=key)
-    ax_val.set_xlabel("epoch")
-    ax_val.set_ylabel("validation")
-    ax_val.set_ylim(0, 1)
-    ax_val.legend(fontsize=8)
-    ax_val.grid(True, linestyle=":", linewidth=0.5)
-    fig.tight_layout()
-    return fig
-
-
-def write_training_curves(history: Sequence[Mapping[str, float]], uri: str) -> None:
-    buffer = io.BytesIO()
-    curves_figure(history).savefig(buffer, format="png")
-    storage.write_bytes(uri, buffer.getvalue())

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import tempfile
 import time
 from collections.abc import Mapping
@@ -321,47 +320,49 @@ def _report(snapshot: dict[str, Any] | None, metrics: dict[str, Any], rank: int)
     )  # fmt: skip
 
 
-def _read_rows(
-    training_set: data.TrainingSet, rank: int, world: int, device: torch.device
-) -> tuple[data.ShardArrays, data.ShardArrays | None]:
-    """This worker's training rows (features on its device) and, on rank 0, the whole
-    validation set, in one pass over the files."""
-    wanted = {data.TRAIN: data.shard_ids(training_set, data.TRAIN, rank, world)}
-    if rank == 0:
-        wanted[data.VAL] = sorted(training_set.gt[data.VAL])
-    shards = data.read_shards(training_set, wanted, device, device_splits=[data.TRAIN])
-    return shards[data.TRAIN], shards.get(data.VAL)
-
-
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+def train_loop_per_worker(
+    loop_config: dict[str, Any],
+    rows: tuple[data.ShardArrays, data.ShardArrays | None] | None = None,
+    entered_at: float | None = None,
+    timings: dict[str, float] | None = None,
+) -> None:
     """Ray Train's worker function: restore, train epoch by epoch, validate, checkpoint, and
-    (rank 0) the final task.
+    (rank 0) the final task. Ray runs :func:`core.train.worker.train_loop_per_worker`, which
+    reads the rows while this module imports and passes them here.
 
     ``loop_config``: ``cfg`` (TrainConfig), ``model_cfg`` (the resolved model dict),
     ``training_set`` (:class:`core.train.data.TrainingSet`), ``output_uri``, and
-    ``fit_started_at`` (the driver's ``time.time()`` when it started the trainer).
+    ``fit_started_at`` (the driver's ``time.time()`` when it started the trainer). ``rows``:
+    this worker's training rows and (rank 0) the validation rows, read if None;
+    ``entered_at``: when the worker function started (``time.time()``); ``timings``: seconds
+    measured before, reported with the others.
     """
     import ray.train
     import ray.train.torch
 
+    from core.train import worker
+
     cfg: TrainConfig = loop_config["cfg"]
     training_set: data.TrainingSet = loop_config["training_set"]
     fit_started_at = loop_config.get("fit_started_at", time.time())
-    timings = {"time_worker_start_s": time.time() - fit_started_at}
-    process_started_at = _process_started_at()
+    entered_at = time.time() if entered_at is None else entered_at
+    timings = {"time_worker_start_s": entered_at - fit_started_at, **(timings or {})}
+    process_started_at = worker.process_started_at()
     if process_started_at is not None:  # negative: Ray had the process ready beforehand
         timings["time_worker_process_s"] = process_started_at - fit_started_at
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    start = time.perf_counter()
     state = new_train_state(loop_config["model_cfg"], cfg, str(device))
     graphs = step.graphs_apply(device, world, state.model)
     if graphs:  # Adam's state on the device, for the captured step
         state.optimizer, state.scheduler = build_optimizer(state.model, cfg.optim, True)
     _restore_from_ray(state)
     net = ray.train.torch.prepare_model(state.model)
+    timings["time_model_build_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    train_rows, val_shard = _read_rows(training_set, rank, world, device)
+    train_rows, val_shard = rows or worker.read_rows(training_set, rank, world, device)
     train_shard = to_device(train_rows, state.model, device)
     timings["time_ingest_s"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -444,18 +445,6 @@ class EpochEnding:
         _report(snapshot, metrics, self.rank)
         elapsed = time.perf_counter() - start
         self.timings["time_report_s"] = self.timings.get("time_report_s", 0.0) + elapsed
-
-
-def _process_started_at() -> float | None:
-    """When this process started, as ``time.time()`` (Linux's /proc); None elsewhere."""
-    try:
-        with open("/proc/self/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _is_number(value: Any) -> bool:

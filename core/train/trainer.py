@@ -41,7 +41,8 @@ from core import storage
 from core.eval.report import METRICS
 from core.train import data, final_eval
 from core.train.config import TrainConfig, fingerprint_dict, validate_train_config
-from core.train.loop import FINAL_TASK, load_state_file, train_loop_per_worker
+from core.train.loop import FINAL_TASK, load_state_file
+from core.train.worker import WorldAwareTorchConfig, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ class TrainSummary:
     """Seconds per phase: ``time_prepare_s`` (annotations, features index), ``time_fit_s``
     (Ray Train, of which the workers': ``time_worker_start_s`` until the loop runs, of which
     ``time_worker_process_s`` until the worker's process existed,
-    ``time_ingest_s`` reading the rows and computing targets, ``time_graph_warmup_s``,
+    ``time_rows_and_imports_s`` reading the rows while the training code imports (of which
+    ``time_read_rows_s`` and ``time_worker_imports_s``), ``time_model_build_s``,
+    ``time_ingest_s`` the targets (and the rows when not read before), ``time_graph_warmup_s``,
     ``time_final_task_s``, ``time_report_s``), ``time_after_fit_s``; per epoch see the
     history (``train_seconds``, ``val_seconds``)."""
 
@@ -158,6 +161,7 @@ def make_trainer(
     return TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
+        torch_config=WorldAwareTorchConfig(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,

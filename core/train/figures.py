@@ -1,0 +1,129 @@
+"""The training run's figures, drawn side by side: the final task's wait is the slowest one.
+
+Each PNG is a :mod:`matplotlib` job of its own that holds the GIL for its whole length
+(at ActivityNet's 200 classes the per-class AP chart and the confusion matrix take seconds
+each), so inside a Ray worker every figure is a Ray task (``num_cpus=0``: they start whatever
+the cluster's CPUs are booked for, and are short) and the final task waits for the last;
+without Ray they are drawn one after the other in this process. This module imports only
+matplotlib and the evaluation's plots, so a task's process starts quickly.
+
+:func:`write_report` writes what :func:`core.eval.report.write_report` writes (metrics.json
+first, then the same PNGs under the same names), plus the training curves.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from core import storage
+from core.eval import plots, report
+from core.eval.metrics import Evaluation
+
+CURVE_LOSSES = ("loss", "tem", "pem_reg", "pem_cls", "action_cls")
+
+
+def curves_figure(history: Sequence[Mapping[str, float]]) -> Figure:
+    """Training losses (left) and validation AUC and mAP (right) against the epoch."""
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    epochs = [h["epoch"] for h in history]
+    ax_loss, ax_val = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for key in CURVE_LOSSES:
+        if all(key in h for h in history):
+            ax_loss.plot(epochs, [h[key] for h in history], marker="o", label=key)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss (mean over the epoch)")
+    ax_loss.set_yscale("log")
+    ax_loss.legend(fontsize=8)
+    ax_loss.grid(True, linestyle=":", linewidth=0.5)
+    if all("AUC" in h for h in history):
+        ax_val.plot(epochs, [h["AUC"] / 100 for h in history], marker="o", label="AUC / 100")
+    for key in ("AR@100", "mAP"):
+        if all(key in h for h in history):
+            ax_val.plot(epochs, [h[key] for h in history], marker="o", label=key)
+    ax_val.set_xlabel("epoch")
+    ax_val.set_ylabel("validation")
+    ax_val.set_ylim(0, 1)
+    ax_val.legend(fontsize=8)
+    ax_val.grid(True, linestyle=":", linewidth=0.5)
+    fig.tight_layout()
+    return fig
+
+
+def write_training_curves(history: Sequence[Mapping[str, float]], uri: str) -> None:
+    buffer = io.BytesIO()
+    curves_figure(history).savefig(buffer, format="png")
+    storage.write_bytes(uri, buffer.getvalue())
+
+
+def draw(kind: str, args: tuple, uri: str) -> None:
+    """Draws one figure (``kind``: a key of :data:`FIGURES`) of ``args`` and writes it."""
+    if kind == "curves":
+        write_training_curves(*args, uri)
+    elif kind == "ar_an":
+        plots.write_ar_an_png(*args, uri)
+    else:
+        plots.write_png(FIGURES[kind](*args), uri)
+
+
+FIGURES = {
+    "per_class_ap": plots.per_class_ap_figure,
+    "confusion": plots.confusion_figure,
+    "timelines": plots.timeline_figure,
+}
+
+
+def report_figures(
+    evaluation: Evaluation, output_uri: str, num_timelines: int = 4
+) -> list[tuple[str, tuple, str]]:
+    """``(kind, args, uri)`` of every figure :func:`core.eval.report.write_report` draws."""
+    jobs = [("ar_an", (evaluation.ar_an,), storage.join(output_uri, report.AR_AN_PNG))]
+    if evaluation.detection is not None:
+        uri = storage.join(output_uri, report.PER_CLASS_AP_PNG)
+        jobs.append(("per_class_ap", (evaluation.detection,), uri))
+    if evaluation.confusion is not None:
+        jobs.append(("confusion", (evaluation.confusion,),
+                     storage.join(output_uri, report.CONFUSION_PNG)))  # fmt: skip
+    if evaluation.detection is not None and evaluation.proposals is not None and num_timelines:
+        videos = report.timeline_videos(evaluation, num_timelines)
+        args = (videos, evaluation.proposals, evaluation.class_names)
+        jobs.append(("timelines", args, storage.join(output_uri, report.TIMELINES_PNG)))
+    return jobs
+
+
+def draw_all(jobs: Sequence[tuple[str, tuple, str]]) -> None:
+    """Draws the figures: as parallel Ray tasks inside a Ray process, else in turn here.
+    Raises what a figure raised."""
+    import ray
+
+    if not ray.is_initialized():
+        for job in jobs:
+            draw(*job)
+        return
+    task = ray.remote(num_cpus=0, max_retries=0)(draw)
+    ray.get([task.remote(*job) for job in jobs])
+
+
+def write_report(
+    evaluation: Evaluation | None, output_uri: str, extra: dict[str, Any] | None = None,
+    curves: tuple[Sequence[Mapping[str, float]], str] | None = None,
+) -> dict | None:  # fmt: skip
+    """metrics.json of ``evaluation`` (plus ``extra``), then its figures and (``curves``:
+    history and URI) the training curves, all drawn at once (:func:`draw_all`).
+
+    Returns:
+        The metrics.json dict, None without an evaluation.
+    """
+    jobs = [("curves", (curves[0],), curves[1])] if curves is not None else []
+    metrics = None
+    if evaluation is not None:
+        metrics = {**evaluation.metrics, **(extra or {})}
+        storage.write_json(storage.join(output_uri, report.METRICS), metrics)
+        jobs = report_figures(evaluation, output_uri) + jobs
+    draw_all(jobs)
+    return metrics

@@ -1,0 +1,116 @@
+"""The Ray Train worker's entry point, kept light: what Ray imports to start a worker.
+
+Ray Train ships the worker function by reference, so the module that defines it is imported
+before the function runs: in the controller's process and in every worker's, ahead of
+anything useful. This module imports only torch, pyarrow and the data layer; the model, the
+step and MMAction2 (:mod:`core.train.loop`, several seconds of imports) load in a second
+thread while the worker reads its rows from the files, then :func:`core.train.loop.
+train_loop_per_worker` runs on them.
+
+:class:`WorldAwareTorchConfig` is Ray Train's torch setup without a process group for a
+single worker (nothing to reduce, no DDP): a run of one worker starts without NCCL's set-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+from typing import Any
+
+import torch  # noqa: F401  (before the second thread: one thread imports it, not two)
+from ray.train.torch import TorchConfig
+from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
+
+from core.train import data
+
+IMPORT_SECONDS = "time_worker_imports_s"  # the training code's imports, in the second thread
+READ_SECONDS = "time_read_rows_s"  # reading the rows, meanwhile
+BOTH_SECONDS = "time_rows_and_imports_s"  # until both were done
+
+
+class _WorldAwareBackend(_TorchBackend):
+    """Ray's torch backend (ray 2.60), minus ``init_process_group`` for one worker."""
+
+    def on_start(self, worker_group, backend_config) -> None:
+        if len(worker_group) > 1:
+            super().on_start(worker_group, backend_config)
+            return
+        worker_group.execute(_set_torch_distributed_env_vars)  # RANK, WORLD_SIZE, ...
+
+
+class WorldAwareTorchConfig(TorchConfig):
+    """:class:`ray.train.torch.TorchConfig` whose single-worker runs set up no process group
+    (:func:`core.train.loop._all_reduce` and ``_broadcast`` are identities then, and
+    ``prepare_model`` wraps no DDP at world size 1)."""
+
+    @property
+    def backend_cls(self):
+        return _WorldAwareBackend
+
+
+class _Importer(threading.Thread):
+    """Imports a module in the background; :meth:`module` joins and raises what it raised."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=f"import-{name}", daemon=True)
+        self.target, self.result, self.error, self.seconds = name, None, None, 0.0
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        try:
+            self.result = importlib.import_module(self.target)
+        except BaseException as e:  # noqa: BLE001  (re-raised on the worker's thread)
+            self.error = e
+        self.seconds = time.perf_counter() - start
+
+    def module(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's worker function (``loop_config`` as :func:`core.train.loop.
+    train_loop_per_worker` takes it): its rows are read while the training code imports."""
+    import ray.train
+    import ray.train.torch
+
+    entered_at, start = time.time(), time.perf_counter()
+    importer = _Importer("core.train.loop")
+    importer.start()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    rows = read_rows(loop_config["training_set"], rank, world, device)
+    read_seconds = time.perf_counter() - start
+    loop = importer.module()
+    timings = {IMPORT_SECONDS: importer.seconds, READ_SECONDS: read_seconds,
+               BOTH_SECONDS: time.perf_counter() - start}  # fmt: skip
+    loop.train_loop_per_worker(loop_config, rows=rows, entered_at=entered_at, timings=timings)
+
+
+def read_rows(
+    training_set: data.TrainingSet, rank: int, world: int, device: torch.device
+) -> tuple[data.ShardArrays, data.ShardArrays | None]:
+    """This worker's training rows (features on its device) and, on rank 0, the whole
+    validation set, in one pass over the files."""
+    wanted = {data.TRAIN: data.shard_ids(training_set, data.TRAIN, rank, world)}
+    if rank == 0:
+        wanted[data.VAL] = sorted(training_set.gt[data.VAL])
+    shards = data.read_shards(training_set, wanted, device, device_splits=[data.TRAIN])
+    return shards[data.TRAIN], shards.get(data.VAL)
+
+
+def process_started_at() -> float | None:
+    """When this process started, as ``time.time()`` (Linux's /proc); None elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")

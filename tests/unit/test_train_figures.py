@@ -1,0 +1,77 @@
+"""core.train.figures: the final task's report, drawn in turn or as parallel Ray tasks, writes
+what core.eval.report.write_report writes, plus the training curves."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from core.eval.annotations import parse_annotations
+from core.eval.metrics import evaluate_full
+from core.eval.report import write_report
+from core.train import figures
+
+pytestmark = pytest.mark.unit
+
+HISTORY = [dict(epoch=e, loss=3.0 / e, AUC=20.0 * e, mAP=0.1 * e) for e in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def evaluation():
+    annos = parse_annotations({"database": {
+        "v0": {"subset": "validation", "duration": 40.0, "annotations": [
+            {"segment": [0.0, 10.0], "label": "a"}, {"segment": [20.0, 30.0], "label": "b"}]},
+        "v1": {"subset": "validation", "duration": 20.0, "annotations": [
+            {"segment": [5.0, 15.0], "label": "b"}]},
+    }})  # fmt: skip
+    frame = pd.DataFrame({
+        "video_id": ["v0", "v0", "v1", "v1"], "t_start": [0.0, 20.0, 5.0, 0.0],
+        "t_end": [10.0, 30.0, 15.0, 2.0], "score": [0.9, 0.8, 0.7, 0.1],
+        "label": ["a", "b", "a", "b"], "label_score": [0.9, 0.8, 0.7, 0.1],
+    })  # fmt: skip
+    return evaluate_full(frame, annos, classes=["a", "b"])
+
+
+def pngs(folder) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.read_bytes()[:4] == b"\x89PNG"}
+
+
+def check_against_eval_report(evaluation, tmp_path, out) -> None:
+    reference = tmp_path / "reference"
+    expected = write_report(evaluation, str(reference), extra={"checkpoint": "x"})
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(expected))
+    assert pngs(out) == pngs(reference) | {"curves.png"}
+    assert len(pngs(reference)) == 4  # ar_an, per_class_ap, confusion, timelines
+
+
+def test_in_process_writes_the_eval_report_and_the_curves(evaluation, tmp_path):
+    out = tmp_path / "run"
+    curves = (HISTORY, str(out / "curves.png"))
+    metrics = figures.write_report(evaluation, str(out), extra={"checkpoint": "x"}, curves=curves)
+    assert metrics["checkpoint"] == "x" and metrics["mAP"] == evaluation.metrics["mAP"]
+    check_against_eval_report(evaluation, tmp_path, out)
+
+
+def test_without_an_evaluation_only_the_curves(tmp_path):
+    assert figures.write_report(None, str(tmp_path), curves=(HISTORY, str(tmp_path / "c.png")))\
+        is None  # fmt: skip
+    assert pngs(tmp_path) == {"c.png"} and not (tmp_path / "metrics.json").exists()
+
+
+def test_as_ray_tasks_writes_the_same(evaluation, tmp_path):
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
+    try:
+        out = tmp_path / "run"
+        curves = (HISTORY, str(out / "curves.png"))
+        figures.write_report(evaluation, str(out), extra={"checkpoint": "x"}, curves=curves)
+        check_against_eval_report(evaluation, tmp_path, out)
+        with pytest.raises(Exception, match="bad-kind"):  # a figure's error reaches the caller
+            figures.draw_all([("bad-kind", (), str(out / "x.png"))])
+    finally:
+        if started:
+            ray.shutdown()
