@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
-import http.server
 import json
 import os
 import pathlib
@@ -38,9 +36,7 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
-import urllib.parse
 from fractions import Fraction
 
 import av
@@ -48,6 +44,7 @@ import numpy as np
 
 from core import storage
 from core.config import StorageSection
+from tests.integration.loopback_proxy import LoopbackProxy, Request
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "extract" / "demo.py")
@@ -66,32 +63,20 @@ JOB_PROFILE = "30ms_40MBps_per_connection"
 # ----------------------------------------------------------------------------- the store
 
 
-class PacingProxy:
+class PacingProxy(LoopbackProxy):
     """A loopback proxy in front of the S3 server: each response waits ``latency_ms`` before
     its first byte, and bodies flow at most ``conn_mbps`` per connection and ``total_mbps``
     over all of them (MB/s; None: no cap), streamed through as the server sends them."""
 
+    timeout_s = 120
+
     def __init__(self, upstream: str, latency_ms: float, conn_mbps, total_mbps) -> None:
-        parsed = urllib.parse.urlparse(upstream)
-        self.upstream = (parsed.hostname, parsed.port)
+        super().__init__(upstream)
         self.latency_s = latency_ms / 1000
         self.conn_rate = conn_mbps * 1e6 if conn_mbps else None
         self.total_rate = total_mbps * 1e6 if total_mbps else None
-        self.lock = threading.Lock()
         self.next_free = 0.0  # when the shared link can send its next chunk
         self.requests = 0
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> PacingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def pace(self, nbytes: int, conn_next: float) -> float:
         """Sleeps until ``nbytes`` more may go; returns the connection's next free time."""
@@ -105,57 +90,25 @@ class PacingProxy:
             time.sleep(start - now)
         return start + (nbytes / self.conn_rate if self.conn_rate else 0.0)
 
-    def _handler(self):
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-                    return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                chunks = []
-                while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-                self.rfile.readline()
-                return b"".join(chunks)
-
-            def _forward(self) -> None:
-                with proxy.lock:
-                    proxy.requests += 1
-                body = self._body()
-                started = time.perf_counter()
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=120)
-                skip = ("connection", "transfer-encoding")
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                resp = conn.getresponse()
-                length = resp.getheader("Content-Length")
-                data = None if length is not None else resp.read()
-                wait = proxy.latency_s - (time.perf_counter() - started)
-                if wait > 0:
-                    time.sleep(wait)
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in (*skip, "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    chunks = iter(lambda: resp.read(CHUNK), b"") if data is None else [data]
-                    conn_next = time.perf_counter()
-                    for chunk in chunks:
-                        conn_next = proxy.pace(len(chunk), conn_next)
-                        self.wfile.write(chunk)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        return Handler
+    def handle(self, request: Request) -> None:
+        with self.lock:
+            self.requests += 1
+        body = request.read_body()
+        started = time.perf_counter()
+        conn, resp = request.open_upstream(body)
+        length = resp.getheader("Content-Length")
+        data = None if length is not None else resp.read()
+        wait = self.latency_s - (time.perf_counter() - started)
+        if wait > 0:
+            time.sleep(wait)
+        request.send_head(resp.status, resp.getheaders(), length or len(data))
+        if request.command != "HEAD":
+            chunks = iter(lambda: resp.read(CHUNK), b"") if data is None else [data]
+            conn_next = time.perf_counter()
+            for chunk in chunks:
+                conn_next = self.pace(len(chunk), conn_next)
+                request.wfile.write(chunk)
+        conn.close()
 
 
 @contextlib.contextmanager

@@ -4,16 +4,12 @@ keeps failing never committed (left for a later run), each video committed once.
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import io
 import os
 import pathlib
 import re
 import subprocess
 import sys
-import threading
-import urllib.parse
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,6 +18,7 @@ import pytest
 from core import storage
 from core.video import SamplingConfig, iter_snippets
 from tests.integration import videos
+from tests.integration.loopback_proxy import LoopbackProxy, Request
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "extract" / "demo.py")
@@ -30,7 +27,7 @@ SAMPLING = SamplingConfig(clip_len=1, clip_interval=4, frame_interval=1, short_s
 SMALL_BLOCKS = dict(block_size=4096, readahead=2)  # about 9 blocks for a 35 KB video
 
 
-class RangeCutProxy:
+class RangeCutProxy(LoopbackProxy):
     """A loopback proxy in front of moto that cuts ranged GETs of one object off mid-body.
 
     A ranged GET of a path containing ``key`` whose first byte is at or past ``from_byte``
@@ -40,23 +37,9 @@ class RangeCutProxy:
     """
 
     def __init__(self, upstream: str, key: str, from_byte: int = 0, cuts: int | None = 3) -> None:
-        parsed = urllib.parse.urlparse(upstream)
-        self.upstream = (parsed.hostname, parsed.port)
+        super().__init__(upstream)
         self.key, self.from_byte, self.cuts_left = key, from_byte, cuts
         self.cut = 0
-        self.lock = threading.Lock()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> RangeCutProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def _should_cut(self, method: str, path: str, range_header: str | None) -> bool:
         match = re.match(r"bytes=(\d+)-", range_header or "")
@@ -72,55 +55,18 @@ class RangeCutProxy:
             self.cut += 1
             return True
 
-    def _handler(self):
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-                    return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                chunks = []
-                while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-                self.rfile.readline()
-                return b"".join(chunks)
-
-            def _forward(self) -> None:
-                body = self._body()
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "transfer-encoding")}  # fmt: skip
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
-                cut = proxy._should_cut(self.command, self.path, self.headers.get("Range"))
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("connection", "transfer-encoding", "content-length"):
-                        self.send_header(k, v)
-                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command == "HEAD":
-                    return
-                if cut:  # half the body, then the connection drops
-                    self.wfile.write(data[: len(data) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        return Handler
+    def handle(self, request: Request) -> None:
+        conn, resp = request.open_upstream(request.read_body())
+        data = resp.read()
+        conn.close()
+        if not self._should_cut(request.command, request.path, request.headers.get("Range")):
+            request.relay(resp, data)
+            return
+        request.send_head(resp.status, resp.getheaders(), len(data))
+        request.wfile.write(data[: len(data) // 2])  # half the body, then the connection drops
+        request.wfile.flush()
+        request.close_connection = True
+        request.connection.shutdown(2)
 
 
 @pytest.fixture(scope="module")
