@@ -60,6 +60,10 @@ class PipelineSection:
     decoder of its own: while one call waits for the recognizer's GPU batch (or, on an NVDEC
     actor, for the hardware decoder), another decodes, so an actor's core never idles on the
     GPU and an NVDEC actor keeps several decoder sessions busy. 1: one call at a time."""
+    cuda_blocking_sync: bool = False
+    """Each feature actor's threads sleep while they wait for the GPU instead of spinning on a
+    core (:func:`core.pipeline.pools.sleep_on_cuda_waits`), leaving the core to the calls
+    that decode."""
     tasks_in_flight_per_actor: int = 2
     """Calls sent to an actor at once, at least ``calls_per_actor`` (those run, the rest wait
     so it never idles); more lengthens the tail, where one actor still works through its

@@ -93,6 +93,8 @@ class FeatureActor:
 
     def __init__(self, cfg: ExtractConfig, slots_dir: str | None = None) -> None:
         started = time.perf_counter()
+        if cfg.pipeline.cuda_blocking_sync and cfg.extractor.num_gpus > 0:
+            log.info("CUDA waits sleep: %s", sleep_on_cuda_waits())
         self._slot = None
         if slots_dir is not None:
             self._slot = _take_slot(slots_dir, cfg.pipeline.nvdec_actors_per_node)
@@ -140,6 +142,35 @@ class FeatureActor:
         out[col.ACTOR_READY_AT] = ready_B
         out[col.FEATURES_DONE_AT] = np.full(B, time.time())
         return out
+
+
+CU_CTX_SCHED_BLOCKING_SYNC = 0x04
+"""CUDA driver flag: a thread that waits for the GPU sleeps on an OS primitive instead of
+spinning on a core (the default with fewer CUDA contexts than cores)."""
+
+
+def sleep_on_cuda_waits(gpu_ordinal: int = 0) -> bool:
+    """Makes this process's waits for its GPU (a stream or event synchronisation, a copy back
+    to the host) sleep instead of spin, by setting the flags of the device's primary context,
+    which torch and PyNvVideoCodec both use. It must run before the process's first CUDA call.
+
+    Why: with several calls at once per actor, a call waiting for the recognizer or for NVDEC
+    would otherwise keep a core busy that a decoding call could use.
+
+    Returns:
+        Whether the flags were set (False without the CUDA driver, or when the context was
+        already active with other flags).
+    """
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    device = ctypes.c_int()
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(device), gpu_ordinal) != 0:
+        return False
+    return cuda.cuDevicePrimaryCtxSetFlags(device, CU_CTX_SCHED_BLOCKING_SYNC) == 0
 
 
 def _lower_thread(niceness: int) -> None:

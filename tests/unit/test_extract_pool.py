@@ -184,3 +184,37 @@ def test_calls_running_at_once_each_hold_a_decoder_and_count_their_own_recognize
     for i in (0, 1):  # the same rows as one call at a time
         assert list(outs[i][col.NUM_SNIPPETS]) == list(alone[i][col.NUM_SNIPPETS])
         np.testing.assert_allclose(outs[i][col.FEATS], alone[i][col.FEATS], rtol=1e-5, atol=1e-6)
+
+
+def test_cuda_waits_sleep_through_the_primary_contexts_blocking_sync_flag(monkeypatch):
+    import ctypes
+
+    calls = []
+
+    class FakeDriver:
+        def cuInit(self, flags):
+            calls.append(("init", flags))
+            return 0
+
+        def cuDeviceGet(self, device, ordinal):
+            calls.append(("get", ordinal))
+            return 0
+
+        def cuDevicePrimaryCtxSetFlags(self, device, flags):
+            calls.append(("flags", flags))
+            return self.result
+
+    driver = FakeDriver()
+    driver.result = 0
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: driver)
+    assert pools.sleep_on_cuda_waits(1) is True
+    assert calls == [("init", 0), ("get", 1), ("flags", 0x04)]
+    driver.result = 708  # CUDA_ERROR_PRIMARY_CONTEXT_ACTIVE: too late for this process
+    assert pools.sleep_on_cuda_waits() is False
+
+    def missing(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", missing)
+    assert pools.sleep_on_cuda_waits() is False
+    assert _cfg().pipeline.cuda_blocking_sync is False
