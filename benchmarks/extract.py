@@ -46,6 +46,7 @@ import multiprocessing as mp
 import os
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -488,7 +489,7 @@ def main() -> int:
         "device": torch.cuda.get_device_name(0), "cpu_cores": os.cpu_count(),
         "packages": package_versions(("torch", "ray", "mmaction2", "av", "PyNvVideoCodec")),
         "ray_data": True,
-        "command": " ".join(["python -m benchmarks.extract", *sys.argv[1:]]),
+        "command": "python -m benchmarks.extract " + shlex.join(sys.argv[1:]),
     }  # fmt: skip
     if args.previous:
         result["previous_run"] = previous_run(args.previous)
