@@ -269,17 +269,25 @@ def bench_job(args: argparse.Namespace, root: Path, features: str, anno_uri: str
         "train_samples_per_s": [h["samples_per_s"] for h in history],
         "final_metrics": {k: v for k, v in (summary.get("metrics") or {}).items()
                           if isinstance(v, (int, float))},
-        "ray_train_worker_group_log": worker_group_log(),
+        "ray_train_worker_group_log": worker_group_log(since=ended_at - wall),
     }  # fmt: skip
 
 
-def worker_group_log(ray_temp: str = "/tmp/ray/session_latest") -> list[str]:
+def worker_group_log(since: float, ray_temp: str = "/tmp/ray") -> list[str]:
     """Ray Train's own timings of the worker group's start (its controller's debug log, ray
-    2.60: lines "[Worker Group Initialization] ... in N s") of the last local session."""
+    2.60: lines "[Worker Group Initialization] ... in N s"), of the sessions written since."""
     lines = []
-    for path in sorted(Path(ray_temp, "logs", "train").glob("ray-train-sys-controller-*.log")):
-        lines += [line.strip()[:300] for line in path.read_text(errors="replace").splitlines()
-                  if "Initialization]" in line or "s total" in line]  # fmt: skip
+    logs = Path(ray_temp).glob("session_*/logs/train/ray-train-sys-controller-*.log")
+    for path in sorted(p for p in logs if p.stat().st_mtime >= since):
+        for line in path.read_text(errors="replace").splitlines():
+            if "Initialization]" not in line:
+                continue
+            try:  # JSON records
+                record = json.loads(line)
+                line = f"{record.get('asctime', '')} {record.get('message', '')}"
+            except ValueError:
+                pass
+            lines.append(" ".join(line.split())[:300])
     return lines[-40:]
 
 
