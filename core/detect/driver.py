@@ -42,9 +42,9 @@ def fingerprint(cfg: DetectConfig, detector_sha256: str, action_sha256: str) -> 
         "checkpoints": [detector_sha256, action_sha256],
         "sampling": dataclasses.asdict(cfg.sampling) | {"decode_threads": None, "keyframes_per_block": None},
         "detector": {k: getattr(cfg.detector, k) for k in ("model", "checkpoint", "test_scale", "score_thr",
-                                                            "category_id", "short_side", "max_persons")},
+                                                            "category_id", "short_side", "max_persons", "dtype")},
         "action": {k: getattr(cfg.action, k) for k in ("model", "checkpoint", "label_map", "score_thr",
-                                                        "channel_order")},
+                                                        "channel_order", "dtype")},
         "seed": cfg.seed,
     }  # fmt: skip
     return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[
@@ -174,6 +174,7 @@ def _run_pass(
     )
     assembler = writer.VideoAssembler()
     ready: list[writer.VideoResult] = []
+    keyframes = [0]  # committed in this pass
 
     def flush() -> None:
         renders = [
@@ -190,9 +191,12 @@ def _run_pass(
             if v.video_id not in committed:
                 continue  # claimed by another batch (a retried or concurrent run)
             counts["ok" if v.ok else "failed"] += 1
+            keyframes[0] += len(v.frame_index_K)
             if not v.ok:
                 by_stage[v.error_stage] = by_stage.get(v.error_stage, 0) + 1
         ready.clear()
+        log.info("committed: %d/%d videos, %d keyframes", counts["ok"] + counts["failed"],
+                 len(todo), keyframes[0])  # fmt: skip
 
     last_log = time.perf_counter()
     P, L = cfg.detector.max_persons, len(ctx.label_ids)

@@ -15,6 +15,7 @@ AVA: background + 80), T clip frames, H x W image, h x w clip frames.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any
@@ -36,6 +37,14 @@ def load_weights(model: torch.nn.Module, uri: str, allow_pickle: bool) -> str:
     state, sha256 = load_state_dict_from(uri, allow_pickle=allow_pickle)
     load_state_dict(model, state, strict=False, logger="current")
     return sha256
+
+
+def autocast(dtype: str, device: torch.device | str):
+    """Autocast to ``dtype`` (a config's ``dtype``) on CUDA; nothing elsewhere or for float32."""
+    device = torch.device(device)
+    if dtype == "float32" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=getattr(torch, dtype))
 
 
 def _groups_by_shape(arrays: list[np.ndarray], batch_size: int) -> list[list[int]]:
@@ -94,7 +103,7 @@ class PersonDetector:
         from mmcv.transforms import Compose
         from mmdet.apis import init_detector
 
-        self.section = section
+        self.section, self.device = section, device
         cfg = detector_config(section)
         torch.manual_seed(seed)
         self.model = init_detector(cfg, checkpoint=None, palette="random", device=device)
@@ -121,8 +130,12 @@ class PersonDetector:
                 "inputs": [p["inputs"] for p in packed],
                 "data_samples": [p["data_samples"] for p in packed],
             }
-            for i, result in zip(idx, self.model.test_step(batch), strict=True):
-                pred = result.pred_instances.cpu().numpy()
+            with autocast(self.section.dtype, self.device):
+                results = self.model.test_step(batch)
+            for i, result in zip(idx, results, strict=True):
+                pred = result.pred_instances.cpu()
+                pred.bboxes, pred.scores = pred.bboxes.float(), pred.scores.float()
+                pred = pred.numpy()
                 keep = (pred.labels == self.section.category_id) & (
                     pred.scores > self.section.score_thr
                 )
@@ -214,9 +227,10 @@ class ActionModel:
             ]
             # FastRCNN.predict (extract_feat, then the head over the given proposals), batched:
             # AVARoIHead.predict asserts one sample, its predict_bbox takes a batch
-            feats = self.model.extract_feat(x_BCThw)
             head = self.model.roi_head
-            results = head.predict_bbox(feats, metas, proposals, rcnn_test_cfg=head.test_cfg)
+            with autocast(self.section.dtype, self.device):
+                feats = self.model.extract_feat(x_BCThw)
+                results = head.predict_bbox(feats, metas, proposals, rcnn_test_cfg=head.test_cfg)
             for i, r in zip(idx, results, strict=True):
                 out[i] = r.scores.float().cpu().numpy()
         return out
