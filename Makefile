@@ -65,7 +65,7 @@ image-cpu:
 
 # The spatio-temporal pipeline on generated corpora with people, with models that learned:
 # detect-models trains the demo config's two models (a tiny Faster R-CNN person detector and
-# a tiny SlowOnly + AVA RoI head action model) on 48 training videos on the CPU (about 5 min,
+# a tiny SlowOnly + AVA RoI head action model) on 48 training videos on the CPU (about 3 min,
 # bounded by configs/detect/train_demo.py); demo-detect then runs make_corpus (6 other videos)
 # → detect → evaluate (frame-mAP@0.5) twice, with the untrained (random, seeded) and the
 # trained models, prints both and renders one video with the trained ones.

@@ -1,5 +1,7 @@
 # Trains the two models of the demo detect config (configs/detect/demo.py) on a people corpus
-# (`jobs.make_corpus --spatiotemporal`) on 2 CPU cores in a few minutes:
+# (`jobs.make_corpus --spatiotemporal`) on 2 CPU cores in a few minutes. Bounded by steps, not
+# seconds, so that the models and the demo's figures are the same on any machine (max_seconds is
+# only a backstop):
 #   python -m jobs.train_detect --config configs/detect/train_demo.py \
 #       --input CORPUS/manifest.csv --annotations CORPUS/ava_annotations.csv --output OUT
 # then `jobs.detect --config configs/detect/demo.py --cfg-options
@@ -8,12 +10,12 @@ detect_config = "{{ fileDirname }}/demo.py"
 
 # mmdet's Faster R-CNN training settings (its faster-rcnn_r50_fpn config), fewer samples
 detector = dict(
-    iterations=400,
+    iterations=200,
     batch_size=4,
     lr=2e-3,
     weight_decay=1e-4,
     warmup=25,
-    max_seconds=200,
+    max_seconds=1800,
     log_every=25,
     train_cfg=dict(
         rpn=dict(
@@ -41,12 +43,12 @@ detector = dict(
 # the AVA settings of the action model (its train_cfg: ground truth and proposals overlapping
 # it by 0.9 are positives) from the demo config
 action = dict(
-    iterations=300,
+    iterations=150,
     batch_size=8,
     lr=2e-3,
     weight_decay=1e-4,
     warmup=20,
-    max_seconds=100,
+    max_seconds=1800,
     log_every=25,
     jittered_proposals=2,
     jitter=0.03,
