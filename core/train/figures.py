@@ -2,10 +2,9 @@
 
 Each PNG is a :mod:`matplotlib` job of its own that holds the GIL for its whole length
 (at ActivityNet's 200 classes the per-class AP chart and the confusion matrix take seconds
-each), so inside a Ray worker every figure is a Ray task (``num_cpus=0``: they start whatever
-the cluster's CPUs are booked for, and are short) and the final task waits for the last;
-without Ray they are drawn one after the other in this process. This module imports only
-matplotlib and the evaluation's plots, so a task's process starts quickly.
+each), so rank 0 of a run keeps a :class:`FigurePool` of Ray actors, started with the run
+and warm by its end, and the final task waits for the slowest figure; without a pool they
+are drawn one after the other in this process.
 
 :func:`write_report` writes what :func:`core.eval.report.write_report` writes (metrics.json
 first, then the same PNGs under the same names), plus the training curves.
@@ -96,25 +95,72 @@ def report_figures(
     return jobs
 
 
-def draw_all(jobs: Sequence[tuple[str, tuple, str]]) -> None:
-    """Draws the figures: as parallel Ray tasks inside a Ray process, else in turn here.
-    Raises what a figure raised."""
-    import ray
-
-    if not ray.is_initialized():
+def draw_all(jobs: Sequence[tuple[str, tuple, str]], pool: FigurePool | None = None) -> None:
+    """Draws the figures: on ``pool``'s processes side by side, else in turn here. Raises
+    what a figure raised."""
+    if pool is None:
         for job in jobs:
             draw(*job)
         return
-    task = ray.remote(num_cpus=0, max_retries=0)(draw)
-    ray.get([task.remote(*job) for job in jobs])
+    pool.draw_all(jobs)
+
+
+class _Drawer:
+    """A process that draws figures (a Ray actor of :class:`FigurePool`)."""
+
+    def __init__(self) -> None:
+        fig = Figure(figsize=(1, 1))  # matplotlib's font cache and Agg, loaded now
+        FigureCanvasAgg(fig)
+        fig.add_subplot(1, 1, 1).set_title("warm-up")
+        fig.savefig(io.BytesIO(), format="png")
+
+    def draw(self, kind: str, args: tuple, uri: str) -> None:
+        draw(kind, args, uri)
+
+
+class FigurePool:
+    """Processes kept warm for the final task's figures: Ray actors (``num_cpus=0``: they
+    start whatever the cluster's CPUs are booked for, and draw for seconds), started when the
+    run starts so that their imports are done long before the figures are drawn (a task
+    started at the end would wait for them). Needs a connected Ray.
+
+    Args:
+        size: the actors; figures are dealt to them in turn (the costliest first).
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        import ray
+
+        actor = ray.remote(num_cpus=0, max_restarts=0)(_Drawer)
+        self.actors = [actor.remote() for _ in range(size)]
+
+    def draw_all(self, jobs: Sequence[tuple[str, tuple, str]]) -> None:
+        import ray
+
+        ordered = sorted(jobs, key=lambda job: COST_ORDER.index(job[0]))
+        refs = [self.actors[i % len(self.actors)].draw.remote(*job)
+                for i, job in enumerate(ordered)]  # fmt: skip
+        ray.get(refs)
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
+COST_ORDER = ("confusion", "per_class_ap", "timelines", "ar_an", "curves")
+"""Figure kinds from the costliest to draw (at 200 classes) to the cheapest."""
 
 
 def write_report(
     evaluation: Evaluation | None, output_uri: str, extra: dict[str, Any] | None = None,
     curves: tuple[Sequence[Mapping[str, float]], str] | None = None,
+    pool: FigurePool | None = None,
 ) -> dict | None:  # fmt: skip
     """metrics.json of ``evaluation`` (plus ``extra``), then its figures and (``curves``:
-    history and URI) the training curves, all drawn at once (:func:`draw_all`).
+    history and URI) the training curves, side by side on ``pool`` (:func:`draw_all`).
 
     Returns:
         The metrics.json dict, None without an evaluation.
@@ -125,5 +171,5 @@ def write_report(
         metrics = {**evaluation.metrics, **(extra or {})}
         storage.write_json(storage.join(output_uri, report.METRICS), metrics)
         jobs = report_figures(evaluation, output_uri) + jobs
-    draw_all(jobs)
+    draw_all(jobs, pool)
     return metrics

@@ -115,6 +115,7 @@ def final_evaluation(
 def write_outputs(
     best, history: Sequence[Mapping[str, Any]], model_cfg: Mapping[str, Any],
     training_set: data.TrainingSet, output_uri: str, cfg,
+    figure_pool: figures.FigurePool | None = None,
 ) -> dict:  # fmt: skip
     """The final task from memory (see the module docstring): ``best.pth``, history.json,
     the training curves and (with ``cfg.final_eval``) metrics.json and its figures, the
@@ -124,6 +125,7 @@ def write_outputs(
     Args:
         best: :class:`core.train.loop.BestEpoch` with weights and evaluation.
         cfg: the run's :class:`core.train.config.TrainConfig`.
+        figure_pool: where the figures are drawn side by side (else in turn, here).
 
     Returns:
         The sha256 of best.pth.
@@ -140,5 +142,6 @@ def write_outputs(
         figures.write_report(
             best.evaluation if cfg.final_eval else None, output_uri,
             extra={"checkpoint": best_uri}, curves=(history, storage.join(output_uri, CURVES_PNG)),
+            pool=figure_pool,
         )  # fmt: skip
         return export.result()  # raises what the export raised

@@ -37,7 +37,7 @@ from torch import nn
 from core.eval.metrics import Evaluation
 from core.models import BMNwActionCls, build_bmn_cls
 from core.models.localizer import Localizer
-from core.train import data, final_eval, step
+from core.train import data, figures, final_eval, step
 from core.train.config import OptimSection, TrainConfig
 from core.train.evaluation import BackgroundValidation, headline_of, validation_evaluation
 from core.train.final_eval import full_state_dict, host_copy, model_weights
@@ -353,6 +353,8 @@ def train_loop_per_worker(
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    # the final task's figure processes, warm by the time it runs
+    pool = figures.FigurePool() if rank == 0 and last_epoch(cfg) == cfg.epochs else None
     start = time.perf_counter()
     state = new_train_state(loop_config["model_cfg"], cfg, str(device))
     graphs = step.graphs_apply(device, world, state.model)
@@ -380,7 +382,7 @@ def train_loop_per_worker(
             training_set.val_annotations, training_set.class_names, cfg.dtype,
             cfg.val_batch_size, skip=final_eval.CONSTANTS,
         )  # fmt: skip
-    ending = EpochEnding(state, cfg, rank, validator, loop_config, timings)
+    ending = EpochEnding(state, cfg, rank, validator, loop_config, timings, pool)
     pending = None
     try:
         while state.epoch < last_epoch(cfg):
@@ -400,6 +402,8 @@ def train_loop_per_worker(
     finally:
         if validator is not None:
             validator.close()
+        if pool is not None:
+            pool.close()
 
 
 def _validation_model(model: BMNwActionCls) -> BMNwActionCls:
@@ -414,9 +418,9 @@ class EpochEnding:
     checkpoint. Runs one epoch late, while the next epoch trains; ``snapshot`` is the train
     state as the epoch left it (:func:`state_to_save`), completed with the epoch's entry."""
 
-    def __init__(self, state, cfg, rank, validator, loop_config, timings) -> None:
+    def __init__(self, state, cfg, rank, validator, loop_config, timings, pool=None) -> None:
         self.state, self.cfg, self.rank, self.validator = state, cfg, rank, validator
-        self.loop_config, self.timings = loop_config, timings
+        self.loop_config, self.timings, self.pool = loop_config, timings, pool
         self.best = BestEpoch.from_history(cfg.checkpoint.score, state.history)
 
     def finish(self, metrics: dict[str, Any], snapshot: dict[str, Any] | None) -> None:
@@ -437,6 +441,7 @@ class EpochEnding:
                 sha = final_eval.write_outputs(
                     self.best, self.state.history, self.loop_config["model_cfg"],
                     self.loop_config["training_set"], self.loop_config["output_uri"], cfg,
+                    self.pool,
                 )  # fmt: skip
                 metrics.update({FINAL_TASK: 1, "best_epoch": self.best.epoch, "best_sha256": sha})
                 self.timings["time_final_task_s"] = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""core.train.figures: the final task's report, drawn in turn or as parallel Ray tasks, writes
+"""core.train.figures: the final task's report, drawn in turn or on a pool of Ray actors, writes
 what core.eval.report.write_report writes, plus the training curves."""
 
 from __future__ import annotations
@@ -60,18 +60,20 @@ def test_without_an_evaluation_only_the_curves(tmp_path):
     assert pngs(tmp_path) == {"c.png"} and not (tmp_path / "metrics.json").exists()
 
 
-def test_as_ray_tasks_writes_the_same(evaluation, tmp_path):
+def test_on_a_pool_of_ray_actors_writes_the_same(evaluation, tmp_path):
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
+    pool = figures.FigurePool(size=2)
     try:
         out = tmp_path / "run"
         curves = (HISTORY, str(out / "curves.png"))
-        figures.write_report(evaluation, str(out), extra={"checkpoint": "x"}, curves=curves)
+        figures.write_report(evaluation, str(out), {"checkpoint": "x"}, curves=curves, pool=pool)
         check_against_eval_report(evaluation, tmp_path, out)
-        with pytest.raises(Exception, match="bad-kind"):  # a figure's error reaches the caller
-            figures.draw_all([("bad-kind", (), str(out / "x.png"))])
+        with pytest.raises(Exception, match="counts_CC1"):  # a figure's error reaches the caller
+            figures.draw_all([("confusion", (None,), str(out / "x.png"))], pool)
     finally:
+        pool.close()
         if started:
             ray.shutdown()
