@@ -387,6 +387,52 @@ def model_bounds(
     return out
 
 
+def profile_detector(cfg: DetectConfig, device: str, batch: int, threads: list[int]) -> dict:
+    """Where ``PersonDetector.detect``'s time goes on one batch of 720p frames: mmdet's test
+    pipeline on the CPU (per image), then ``test_step``'s parts, at each CPU thread count
+    (a Ray actor with ``num_cpus=1`` runs torch with one thread), milliseconds per image."""
+    from core.detect.models import PersonDetector
+
+    det = PersonDetector(cfg.detector, device, cfg.seed, cfg.checkpoint.allow_pickle)
+    model = det.model
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (720, 1280, 3), np.uint8) for _ in range(batch)]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    out: dict = {"batch": batch, "image": [720, 1280, 3]}
+    for n in threads:
+        torch.set_num_threads(n)
+        ms: dict[str, float] = {}
+        for _ in range(3):  # the last of 3 (kernels and allocator warm)
+            t = time.perf_counter()
+            packed = [det.pipeline(dict(img=np.ascontiguousarray(f[..., ::-1]), img_id=i))
+                      for i, f in enumerate(frames)]  # fmt: skip
+            t_pipe = time.perf_counter()
+            with torch.no_grad():
+                data = model.data_preprocessor(
+                    {"inputs": [p["inputs"] for p in packed],
+                     "data_samples": [p["data_samples"] for p in packed]}, False)  # fmt: skip
+                sync()
+                t_pre = time.perf_counter()
+                x = model.extract_feat(data["inputs"])
+                sync()
+                t_feat = time.perf_counter()
+                rpn = model.rpn_head.predict(x, data["data_samples"], rescale=False)
+                sync()
+                t_rpn = time.perf_counter()
+                model.roi_head.predict(x, rpn, data["data_samples"], rescale=True)
+                sync()
+                t_roi = time.perf_counter()
+                det.detect(frames)
+                sync()
+                t_all = time.perf_counter()
+            ms = {"pipeline_cpu": t_pipe - t, "data_preprocessor": t_pre - t_pipe,
+                  "backbone_fpn": t_feat - t_pre, "rpn_predict": t_rpn - t_feat,
+                  "roi_head_predict": t_roi - t_rpn, "detect_whole": t_all - t_roi}  # fmt: skip
+        out[f"threads_{n}_ms_per_image"] = {k: round(v * 1000 / batch, 2) for k, v in ms.items()}
+    torch.set_num_threads(os.cpu_count() or 1)
+    return out
+
+
 # ----------------------------------------------------------------------------- ours
 
 
@@ -560,6 +606,11 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--work-dir", default=None)
     p.add_argument("--commit", default=None, help="the code's commit (default: git's HEAD)")
+    p.add_argument(
+        "--profile-detector",
+        action="store_true",
+        help="only profile the detector's parts on random 720p frames (no corpus, no job)",
+    )
     return p.parse_args()
 
 
@@ -586,6 +637,16 @@ def main() -> None:
     if result["mmcv_ops"] == "shim":
         result["shim_check"] = check_shim(args.device)
     work = args.work_dir or tempfile.mkdtemp(prefix="detect_bench_")
+    if args.profile_detector:
+        base_cfg, _ = config.load(args.config, DetectConfig)
+        det_ckpt, act_ckpt = make_checkpoints(base_cfg, work, args.person_bias)
+        cfg, _ = config.load(args.config, DetectConfig, options(args, det_ckpt, act_ckpt))
+        result["detector_profile"] = profile_detector(
+            cfg, args.device, cfg.detector.batch_size, [1, 16]
+        )
+        save()
+        print(json.dumps(result["detector_profile"], indent=1))
+        return
     t0 = time.perf_counter()
     videos, manifest = make_videos(os.path.join(work, "corpus"), args)
     base_cfg, _ = config.load(args.config, DetectConfig)
