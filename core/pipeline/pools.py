@@ -174,7 +174,7 @@ def sleep_on_cuda_waits(gpu_ordinal: int = 0) -> bool:
 
 
 def _lower_thread(niceness: int) -> None:
-    """Sets the calling thread's niceness to ``niceness`` unless it is that low already (on
+    """Sets the calling thread's niceness to ``niceness`` unless it is that high already (on
     Linux niceness belongs to a thread, and a threaded actor's calls run in threads that
     existed before its constructor lowered its own)."""
     tid = threading.get_native_id()

@@ -6,6 +6,7 @@ Ray), with the demo config shrunk further through ``--cfg-options``.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -105,6 +106,28 @@ def test_extract_then_rerun_adds_nothing(video_dir, tmp_path):
     assert query(f"SELECT count(*) FROM {feats}") == [(good,)]
     assert query(f"SELECT count(*) FROM {props}") == [(rows,)]
     assert query(f"SELECT count(*) FROM {errs}") == [(len(reasons),)]
+
+
+def test_actors_running_several_calls_at_once_write_each_video_once(video_dir, tmp_path):
+    """The production layout's threaded actors (pipeline.calls_per_actor > 1) through Ray Data:
+    every good video once, every broken one an error row with its reason, and the per-stage
+    busy seconds in the run record."""
+    folder, reasons = video_dir
+    out = tmp_path / "out"
+    threaded = [*FAST, "pipeline.calls_per_actor=3", "pipeline.tasks_in_flight_per_actor=4"]
+    done = run_job("--input", str(folder), "--output", str(out), "--cfg-options", *threaded)
+    assert done.returncode == 0, done.stderr[-3000:]
+    good = 3 + 4
+    feats = f"read_parquet('{out}/features/**/*.parquet', hive_partitioning=true)"
+    errs = f"read_parquet('{out}/errors/**/*.parquet', hive_partitioning=true)"
+    summary = done.stdout[-3000:]
+    counts = query(f"SELECT count(*), count(DISTINCT video_id) FROM {feats}")
+    assert counts == [(good, good)], summary
+    errors = dict(query(f"SELECT video_id, error_type FROM {errs} WHERE stage = 'decode'"))
+    assert errors == reasons, summary
+    (record,) = (out / "_runs").glob("*/record.json")
+    busy = json.loads(record.read_text())["busy_seconds"]
+    assert busy["features_cpu"] > busy["recognizer"] > 0 and busy["decode"] > 0, busy
 
 
 def test_killed_run_resumes_without_duplicates(video_dir, tmp_path):
