@@ -13,6 +13,9 @@ import pytest
 import yaml
 from mmengine.config import Config
 
+from core.config import build
+from core.pipeline.config import ExtractConfig
+from core.pipeline.pools import layout
 from tests.infra import manifests as m
 
 pytestmark = pytest.mark.unit
@@ -64,12 +67,13 @@ def test_node_types_match_their_instances(config):
 
 def test_smallest_gpu_node_holds_the_production_extract(config):
     cfg = Config.fromfile(str(m.REPO / "configs/extract/tsn_r50_400x100.py"))
-    ex, loc = cfg.extractor, cfg.localizer
+    pool = layout(build(ExtractConfig, cfg.to_dict()), 1)  # CPU and NVDEC actors of one node
     for name, node in config["available_node_types"].items():
         res = node["resources"]
         if res.get("GPU"):
-            assert res["CPU"] >= ex.num_actors + 1, name  # actors + a writer
-            assert ex.num_actors * ex.num_gpus + loc.num_gpus <= res["GPU"] + 1e-9
+            cpus = pool.size * pool.num_cpus + cfg.pipeline.write_num_cpus  # + a write task
+            assert res["CPU"] >= cpus, name
+            assert pool.size * pool.num_gpus + cfg.localizer.num_gpus <= res["GPU"] + 1e-9
 
 
 def test_ray_token_auth_and_a_driver_only_head(config):

@@ -10,6 +10,9 @@ import math
 import pytest
 from mmengine.config import Config
 
+from core.config import build
+from core.pipeline.config import ExtractConfig
+from core.pipeline.pools import layout
 from tests.infra import manifests as m
 
 pytestmark = pytest.mark.unit
@@ -130,13 +133,16 @@ def test_extract_cluster_holds_the_configs_actors():
     assert ex.num_gpus > 0 and loc.num_gpus > 0, "the GPU job runs both models on GPUs"
     for count in ("replicas", "maxReplicas"):
         pods = _pods(spec, count)
-        demands = [(1.0, ex.num_gpus)] * ex.num_actors  # driver: num_cpus=1 per extractor actor
+        gpu_pods = sum(1 for pod in pods if pod["GPU"])
+        pool = layout(build(ExtractConfig, cfg.to_dict()), gpu_pods)  # CPU and NVDEC actors
+        demands = [(pool.num_cpus, pool.num_gpus)] * pool.size
         demands += [(1.0 if loc.num_gpus == 0 else 0.0, loc.num_gpus)] * loc.get("num_actors", 1)
-        demands += [(1.0, 0.0)]  # a Parquet writer task
+        demands += [(cfg.pipeline.write_num_cpus, 0.0)]  # a Parquet write task
         for cpu, gpu in demands:
             assert _place(pods, cpu, gpu), f"{count}: no room for an actor ({cpu} CPU, {gpu} GPU)"
     # and the GPU is not oversubscribed at the config's layout on one pod
-    assert ex.num_actors * ex.num_gpus + loc.num_gpus <= 1.0 + 1e-9
+    one_pod = layout(build(ExtractConfig, cfg.to_dict()), 1)
+    assert one_pod.size * one_pod.num_gpus + loc.num_gpus <= 1.0 + 1e-9
 
 
 def test_extract_cluster_autoscales_within_bounds():
@@ -171,12 +177,15 @@ def test_long_lived_cluster_has_an_autoscaling_gpu_group():
     _head_runs_no_work(spec)
     gpu = [g for g in spec["workerGroupSpecs"] if int(g["rayStartParams"].get("num-gpus", 0)) > 0]
     assert gpu and gpu[0]["maxReplicas"] > gpu[0]["minReplicas"] >= 0
-    # one pod of it holds the production extract layout
+    # one pod of it holds the production extract layout (CPU and NVDEC actors, the localizer,
+    # a write task)
     cfg = Config.fromfile(str(m.REPO / "configs/extract/tsn_r50_400x100.py"))
+    pool = layout(build(ExtractConfig, cfg.to_dict()), 1)
     pod = {"CPU": float(gpu[0]["rayStartParams"]["num-cpus"]), "GPU": [1.0]}
-    for _ in range(cfg.extractor.num_actors):
-        assert _place([pod], 1.0, cfg.extractor.num_gpus)
-    assert _place([pod], 0.0, cfg.localizer.num_gpus) and _place([pod], 1.0, 0.0)
+    for _ in range(pool.size):
+        assert _place([pod], pool.num_cpus, pool.num_gpus)
+    assert _place([pod], 0.0, cfg.localizer.num_gpus)
+    assert _place([pod], cfg.pipeline.write_num_cpus, 0.0)
 
 
 def test_one_image_everywhere():
