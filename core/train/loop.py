@@ -8,14 +8,16 @@ whether the run was interrupted before it or not; the train state holds weights,
 scheduler, epochs done and the per-epoch history. The step itself (eager or a CUDA graph) is
 :mod:`core.train.step`.
 
-A worker spends its time on the steps: it reads its rows itself (:mod:`core.train.data`),
+A worker spends its time on the steps: it reads its rows itself (:mod:`core.train.data`,
+while this module imports: :mod:`core.train.worker`),
 rank 0 validates each epoch in a second thread while the next epoch trains
 (:class:`core.train.evaluation.BackgroundValidation`; the epoch's report and checkpoint follow
 once its validation is in, so a restart after a failure redoes at most that epoch, with the
 same numbers), checkpoints go to a background upload (Ray Train's ``ASYNC`` mode, from a copy
 of the state on the host), and rank 0 runs the final task in the same process when the run's
 last epoch is done and the best epoch's weights and evaluation are in its memory
-(:mod:`core.train.final_eval`): no second process, model load or pass over the validation set.
+(:mod:`core.train.final_eval`; the figures on actors started with the run,
+:mod:`core.train.figures`): no model load or pass over the validation set.
 
 Shape legend: B batch, C channels, T positions, G segments per video.
 """
