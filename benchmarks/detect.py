@@ -27,7 +27,10 @@ the same model weights:
   (to the first committed batch) apart from the steady rate (keyframes committed between 10%
   and 90% of the videos, from the job's ``committed:`` log lines), GPU utilisation sampled
   with ``nvidia-smi`` every 0.25 s. ``--job-limit`` stops a job that runs longer (the steady
-  window then ends at its last commit, and the results say so).
+  window then ends at its last commit, and the results say so);
+* **variants** (``--variant LABEL OPTIONS``): the job again with other options, in the time
+  ``--deadline`` leaves; ``--profile-detector`` instead times only the parts of one detector
+  call (mmdet's CPU test pipeline, pre-processor, backbone, RPN, RoI head) on random frames.
 
 Models: the production config (``configs/detect/slowonly_r101_ava21.py``: Faster R-CNN R50-FPN
 at 1333 x 800, SlowOnly-R101 8 x 8 at short side 256) with seeded random weights, saved as
