@@ -1,0 +1,48 @@
+"""core.train.worker: the light worker entry and the torch backend without a process group for
+one worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
+class FakeWorkerGroup:
+    def __init__(self, size: int) -> None:
+        self.size, self.executed = size, []
+
+    def __len__(self) -> int:
+        return self.size
+
+    def execute(self, fn, *args, **kwargs):
+        self.executed.append(fn.__name__)
+        return [None] * self.size
+
+
+def test_one_worker_gets_the_environment_but_no_process_group(monkeypatch):
+    from ray.train.torch.config import _TorchBackend
+
+    from core.train.worker import WorldAwareTorchConfig
+
+    started = []
+    monkeypatch.setattr(_TorchBackend, "on_start", lambda self, wg, cfg: started.append(len(wg)))
+    config = WorldAwareTorchConfig()
+    backend = config.backend_cls()
+    one = FakeWorkerGroup(1)
+    backend.on_start(one, config)
+    assert one.executed == ["_set_torch_distributed_env_vars"] and started == []
+    two = FakeWorkerGroup(2)
+    backend.on_start(two, config)
+    assert started == [2]  # Ray's own set-up, process group included
+
+
+def test_the_worker_module_does_not_import_the_model_or_mmaction_models():
+    code = ("import sys, core.train.worker; "
+            "print(sorted(m for m in ('core.train.loop', 'core.models', 'mmaction.models') "
+            "if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
