@@ -217,4 +217,5 @@ def test_cuda_waits_sleep_through_the_primary_contexts_blocking_sync_flag(monkey
 
     monkeypatch.setattr(ctypes, "CDLL", missing)
     assert pools.sleep_on_cuda_waits() is False
-    assert _cfg().pipeline.cuda_blocking_sync is False
+    assert _cfg().pipeline.cuda_blocking_sync is True  # the production configs sleep
+    assert _cfg("configs/extract/demo.py").pipeline.cuda_blocking_sync is False

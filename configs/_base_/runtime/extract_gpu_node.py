@@ -25,7 +25,10 @@ localizer = dict(
 # few processes, four calls at once in each, every call with a decoder of its own: a CPU
 # actor's threads decode while one of them waits for its recognizer batch, an NVDEC actor keeps
 # four decoder sessions busy (3 actors: 12 NVDEC streams on the node), and 10 CUDA contexts
-# share the GPU instead of 20; one more call queued so that none idles
+# share the GPU instead of 20; one more call queued so that none idles. The actors' threads
+# sleep while they wait for the GPU (cuda_blocking_sync) instead of spinning on the cores the
+# CPU decoders need: hybrid 36.3 videos/s against 30.3 spinning, same run
+# (benchmarks/results/extract_h200_sleeping_waits.json)
 pipeline = dict(
     nvdec_actors_per_node=3,
     nvdec_num_cpus=0.25,
@@ -33,4 +36,5 @@ pipeline = dict(
     calls_per_actor=4,
     tasks_in_flight_per_actor=5,
     warm_up=True,
+    cuda_blocking_sync=True,
 )
