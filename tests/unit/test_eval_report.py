@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from core.eval.annotations import parse_annotations
 from core.eval.confusion import confusion_matrix
-from core.eval.metrics import evaluate_full
 from core.eval.report import write_report
+from tests.unit.samples import two_video_evaluation
 
 pytestmark = pytest.mark.unit
 
@@ -34,18 +32,7 @@ def test_confusion_takes_the_best_scored_overlapping_proposal():
 
 
 def test_report_writes_metrics_with_per_class_ap_and_the_figures(tmp_path):
-    annos = parse_annotations({"database": {
-        "v0": {"subset": "validation", "duration": 40.0, "annotations": [
-            {"segment": [0.0, 10.0], "label": "a"}, {"segment": [20.0, 30.0], "label": "b"}]},
-        "v1": {"subset": "validation", "duration": 20.0, "annotations": [
-            {"segment": [5.0, 15.0], "label": "b"}]},
-    }})  # fmt: skip
-    frame = pd.DataFrame({
-        "video_id": ["v0", "v0", "v1", "v1"], "t_start": [0.0, 20.0, 5.0, 0.0],
-        "t_end": [10.0, 30.0, 15.0, 2.0], "score": [0.9, 0.8, 0.7, 0.1],
-        "label": ["a", "b", "a", "b"], "label_score": [0.9, 0.8, 0.7, 0.1],
-    })  # fmt: skip
-    evaluation = evaluate_full(frame, annos, classes=["a", "b"])
+    evaluation = two_video_evaluation()
     metrics = write_report(evaluation, str(tmp_path), extra={"checkpoint": "x"})
     assert metrics["per_class_AP@0.5"] == {"a": pytest.approx(1.0), "b": pytest.approx(0.5)}
     assert metrics["confusion_matrix"]["counts"] == [[1, 0, 0], [1, 1, 0]]

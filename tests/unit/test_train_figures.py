@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 
-from core.eval.annotations import parse_annotations
-from core.eval.metrics import evaluate_full
 from core.eval.report import write_report
 from core.train import figures
+from tests.unit.samples import two_video_evaluation
 
 pytestmark = pytest.mark.unit
 
@@ -20,18 +18,7 @@ HISTORY = [dict(epoch=e, loss=3.0 / e, AUC=20.0 * e, mAP=0.1 * e) for e in (1, 2
 
 @pytest.fixture(scope="module")
 def evaluation():
-    annos = parse_annotations({"database": {
-        "v0": {"subset": "validation", "duration": 40.0, "annotations": [
-            {"segment": [0.0, 10.0], "label": "a"}, {"segment": [20.0, 30.0], "label": "b"}]},
-        "v1": {"subset": "validation", "duration": 20.0, "annotations": [
-            {"segment": [5.0, 15.0], "label": "b"}]},
-    }})  # fmt: skip
-    frame = pd.DataFrame({
-        "video_id": ["v0", "v0", "v1", "v1"], "t_start": [0.0, 20.0, 5.0, 0.0],
-        "t_end": [10.0, 30.0, 15.0, 2.0], "score": [0.9, 0.8, 0.7, 0.1],
-        "label": ["a", "b", "a", "b"], "label_score": [0.9, 0.8, 0.7, 0.1],
-    })  # fmt: skip
-    return evaluate_full(frame, annos, classes=["a", "b"])
+    return two_video_evaluation()
 
 
 def pngs(folder) -> set[str]:

@@ -14,17 +14,12 @@ from core.models.localizer import load_localizer
 from core.train import data, final_eval, loop, synthetic_features
 from core.train.config import DataSection, OptimSection, TrainConfig, validate_train_config
 from core.train.trainer import resolve_model_cfg
+from tests.unit.samples import TINY_MODEL, C, K, T
 
 pytestmark = pytest.mark.unit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-C, T, K = 16, 16, 3
-MODEL = dict(
-    type="BMNwActionCls", temporal_dim=T, boundary_ratio=0.5, num_samples=8,
-    num_samples_per_bin=3, feat_dim=C, soft_nms_alpha=0.4, soft_nms_low_threshold=0.5,
-    soft_nms_high_threshold=0.9, post_process_top_k=16, hidden_dim_1d=32, hidden_dim_2d=16,
-    hidden_dim_3d=32, num_action_classes=K,
-)  # fmt: skip
+MODEL = TINY_MODEL
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,11 @@ import torch
 
 from core.train import data, loop, step
 from core.train.config import OptimSection, TrainConfig
+from tests.unit.samples import TINY_MODEL, C, K, T
 
 pytestmark = pytest.mark.unit
 
-C, T, K = 16, 16, 3
-MODEL = dict(
-    type="BMNwActionCls", temporal_dim=T, boundary_ratio=0.5, num_samples=8,
-    num_samples_per_bin=3, feat_dim=C, soft_nms_alpha=0.4, soft_nms_low_threshold=0.5,
-    soft_nms_high_threshold=0.9, post_process_top_k=16, hidden_dim_1d=32, hidden_dim_2d=16,
-    hidden_dim_3d=32, num_action_classes=K,
-)  # fmt: skip
+MODEL = TINY_MODEL
 
 
 def rows(n: int = 24) -> data.ShardArrays:
