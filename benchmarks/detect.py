@@ -322,6 +322,37 @@ def _max_diff(pairs) -> float:
     return float(max((np.abs(a - b).max() for a, b in pairs if a.size), default=0.0))
 
 
+def _rates(
+    model,
+    section,
+    method: str,
+    inputs: tuple[list, ...],
+    dtypes: list[str],
+    batches: list[int],
+    names: tuple[str, str],
+    device: str,
+    seconds: float,
+    out: dict,
+) -> dict[str, list]:
+    """Times ``model.<method>`` on the first b items of each of ``inputs``, ``model.section``
+    at each dtype and batch size b, into ``out`` as ``<name>_<dtype>_batch<b>_<unit>_per_s``
+    (or ``..._error`` for a precision the model cannot run); returns each dtype's outputs at
+    its last batch that ran."""
+    name, unit = names
+    outputs: dict[str, list] = {}
+    for dtype in dtypes:
+        for b in batches:
+            model.section = dataclasses.replace(section, batch_size=b, dtype=dtype)
+            call = functools.partial(getattr(model, method), *(x[:b] for x in inputs))
+            try:
+                outputs[dtype] = call()
+                per_call, _ = _timed(call, device, seconds)
+                out[f"{name}_{dtype}_batch{b}_{unit}_per_s"] = round(b / per_call, 1)
+            except Exception as e:  # noqa: BLE001  (a precision the model cannot run: recorded)
+                out[f"{name}_{dtype}_batch{b}_error"] = f"{type(e).__name__}: {e}"[:300]
+    return outputs
+
+
 def model_bounds(
     cfg: DetectConfig, path: str, device: str, batches: list[int], seconds: float
 ) -> dict:
@@ -330,6 +361,7 @@ def model_bounds(
     its outputs from float32's at the largest batch."""
     from core.detect.frames import iter_keyframes
     from core.detect.models import ActionModel, PersonDetector
+    from core.detect.stages import to_clip_pixels
 
     blocks = list(iter_keyframes(path, cfg.sampling, cfg.detector.short_side, None))
     keyframes = [k for b in blocks for k in b.keyframes]
@@ -341,16 +373,8 @@ def model_bounds(
     out: dict = {"input": {"keyframe": list(keyframes[0].shape), "clip": list(clips[0].shape)}}
 
     det = PersonDetector(cfg.detector, device, cfg.seed, cfg.checkpoint.allow_pickle)
-    found: dict[str, list] = {}
-    for dtype in dtypes:
-        for b in batches:
-            det.section = dataclasses.replace(cfg.detector, batch_size=b, dtype=dtype)
-            try:
-                found[dtype] = det.detect(keyframes[:b])
-                per_call, _ = _timed(functools.partial(det.detect, keyframes[:b]), device, seconds)
-                out[f"detector_{dtype}_batch{b}_images_per_s"] = round(b / per_call, 1)
-            except Exception as e:  # noqa: BLE001  (a precision mmdet cannot run: recorded)
-                out[f"detector_{dtype}_batch{b}_error"] = f"{type(e).__name__}: {e}"[:300]
+    found = _rates(det, cfg.detector, "detect", (keyframes,), dtypes, batches,
+                   ("detector", "images"), device, seconds, out)  # fmt: skip
     out["persons_per_keyframe"] = float(np.mean([len(s) for _, s in found["float32"]]))
     for dtype in dtypes[1:]:
         if len(found.get(dtype, [])) == n:
@@ -362,24 +386,11 @@ def model_bounds(
                 "scores_max_abs_diff": _max_diff([(a, b) for (_, a), (_, b) in pairs if a.shape == b.shape]),
             }  # fmt: skip
     del det
-    boxes = []
-    for (b_N4, _), k, c in zip(found["float32"], keyframes, clips, strict=True):
-        b_N4 = b_N4.copy()
-        b_N4[:, 0::2] *= c.shape[2] / k.shape[1]  # as stages.PersonBoxes scales them
-        b_N4[:, 1::2] *= c.shape[1] / k.shape[0]
-        boxes.append(b_N4)
+    boxes = [to_clip_pixels(b_N4, k.shape[:2], c.shape[1:3])  # as stages.PersonBoxes does
+             for (b_N4, _), k, c in zip(found["float32"], keyframes, clips, strict=True)]  # fmt: skip
     act = ActionModel(cfg.action, device, cfg.seed, cfg.checkpoint.allow_pickle)
-    scores: dict[str, list] = {}
-    for dtype in dtypes:
-        for b in batches:
-            act.section = dataclasses.replace(cfg.action, batch_size=b, dtype=dtype)
-            try:
-                scores[dtype] = act.scores(clips[:b], boxes[:b])
-                call = functools.partial(act.scores, clips[:b], boxes[:b])
-                per_call, _ = _timed(call, device, seconds)
-                out[f"action_{dtype}_batch{b}_clips_per_s"] = round(b / per_call, 1)
-            except Exception as e:  # noqa: BLE001
-                out[f"action_{dtype}_batch{b}_error"] = f"{type(e).__name__}: {e}"[:300]
+    scores = _rates(act, cfg.action, "scores", (clips, boxes), dtypes, batches,
+                    ("action", "clips"), device, seconds, out)  # fmt: skip
     for dtype in dtypes[1:]:
         if len(scores.get(dtype, [])) == n:
             pairs = zip(scores["float32"], scores[dtype], strict=True)

@@ -137,18 +137,25 @@ class PersonBoxes:
         clips = _items(batch[t.CLIP])
         found = self.detector.detect([keyframes[i] for i in rows])
         for i, (boxes_N4, scores_N) in zip(rows, found, strict=True):
-            H, W = keyframes[i].shape[:2]
             h, w = clips[i].shape[1:3]
             n = len(boxes_N4)
-            clip_N4 = boxes_N4.copy()
-            clip_N4[:, 0::2] *= w / W  # the demo's w_ratio, h_ratio
-            clip_N4[:, 1::2] *= h / H
+            clip_N4 = to_clip_pixels(boxes_N4, keyframes[i].shape[:2], (h, w))
             boxes_BP4[i, :n], scores_BP[i, :n], count_B[i] = clip_N4, scores_N, n
             clip_wh_B2[i] = (w, h)
         out = {k: v for k, v in batch.items() if k != t.KEYFRAME}
         out.update({t.BOXES: boxes_BP4, t.PERSON_SCORES: scores_BP, t.NUM_PERSONS: count_B,
                     t.CLIP_WH: clip_wh_B2})  # fmt: skip
         return out
+
+
+def to_clip_pixels(boxes_N4: np.ndarray, keyframe_hw, clip_hw) -> np.ndarray:
+    """Boxes found on a keyframe (x1, y1, x2, y2 in its pixels) in the pixels of its clip (the
+    demo's ``w_ratio``, ``h_ratio``)."""
+    (H, W), (h, w) = keyframe_hw, clip_hw
+    clip_N4 = boxes_N4.copy()
+    clip_N4[:, 0::2] *= w / W
+    clip_N4[:, 1::2] *= h / H
+    return clip_N4
 
 
 class ActionScores:
