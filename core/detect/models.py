@@ -4,8 +4,9 @@ MMAction2 action model (``FastRCNN``: SlowOnly backbone + ``AVARoIHead`` over pe
 Both compute what MMAction2's demo (``demo/demo_spatiotemporal_det.py``) computes one frame or
 one clip per call, for many frames or clips per call: inputs of one size form a batch (so a
 batch is padded exactly as one image alone is, and results do not depend on what else is in
-the batch); the detector runs mmdet's own test pipeline (``Resize(test_scale, keep_ratio)``,
-``PackDetInputs``, ``DetDataPreprocessor``) as ``mmdet.apis.inference_detector`` does; the
+the batch); the detector's input is what mmdet's own test pipeline (``Resize(test_scale, keep_ratio)``,
+``PackDetInputs``, ``DetDataPreprocessor``) makes for ``mmdet.apis.inference_detector``,
+computed for the batch on the detector's device (:mod:`core.detect.preprocess`); the
 action model gets clips normalised with its ``data_preprocessor`` mean and std, the person
 boxes as proposals and ``test_cfg.rcnn.action_thr = 0``, as the demo sets them.
 
@@ -90,7 +91,8 @@ def detector_config(section: DetectorSection):
 
 
 class PersonDetector:
-    """Person boxes of RGB images: mmdet's detector, batched over images of one size."""
+    """Person boxes of RGB images: mmdet's detector, batched over images of one size, its test
+    pipeline and pre-processor on the detector's device (:mod:`core.detect.preprocess`)."""
 
     def __init__(
         self,
@@ -100,48 +102,46 @@ class PersonDetector:
         allow_pickle: bool = False,
     ) -> None:
         import mmdet.models  # noqa: F401  (registers mmdet's modules)
-        from mmcv.transforms import Compose
         from mmdet.apis import init_detector
 
+        from core.detect.preprocess import DetectorPreprocessor
+
         self.section, self.device = section, device
-        cfg = detector_config(section)
         torch.manual_seed(seed)
-        self.model = init_detector(cfg, checkpoint=None, palette="random", device=device)
+        self.model = init_detector(
+            detector_config(section), checkpoint=None, palette="random", device=device
+        )
         self.sha256 = "random"
         if section.checkpoint:
             self.sha256 = load_weights(self.model, section.checkpoint, allow_pickle)
         self.model.eval()
-        pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
-        pipeline[0] = dict(type="mmdet.LoadImageFromNDArray")
-        self.pipeline = Compose(pipeline)
+        self.preprocess = DetectorPreprocessor(self.model.data_preprocessor, section.test_scale)
 
     @torch.no_grad()
     def detect(self, images_rgb: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each image's persons: ``(boxes_N4 float32 x1 y1 x2 y2 in its pixels, scores_N)``,
         those of ``category_id`` scoring above ``score_thr``, highest first, at most
         ``max_persons``."""
+        s = self.section
         out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(images_rgb)  # type: ignore[list-item]
-        for idx in _groups_by_shape(images_rgb, self.section.batch_size):
-            packed = [
-                self.pipeline(dict(img=np.ascontiguousarray(images_rgb[i][..., ::-1]), img_id=i))
-                for i in idx
-            ]  # mmdet's pipeline takes BGR, as it loads files; its preprocessor flips to RGB
-            batch = {
-                "inputs": [p["inputs"] for p in packed],
-                "data_samples": [p["data_samples"] for p in packed],
-            }
-            with autocast(self.section.dtype, self.device):
-                results = self.model.test_step(batch)
-            for i, result in zip(idx, results, strict=True):
-                pred = result.pred_instances.cpu()
-                pred.bboxes, pred.scores = pred.bboxes.float(), pred.scores.float()
-                pred = pred.numpy()
-                keep = (pred.labels == self.section.category_id) & (
-                    pred.scores > self.section.score_thr
+        for idx in _groups_by_shape(images_rgb, s.batch_size):
+            batch = self.preprocess(np.stack([images_rgb[i] for i in idx]), self.device, idx)
+            with autocast(s.dtype, self.device):
+                results = self.model.predict(
+                    batch.inputs_B3HpWp, batch.data_samples(), rescale=True
                 )
-                boxes, scores = pred.bboxes[keep], pred.scores[keep]
-                order = np.argsort(-scores, kind="stable")[: self.section.max_persons]
-                out[i] = (boxes[order].astype(np.float32), scores[order].astype(np.float32))
+            kept = []  # each image's persons, still on the device: one copy to the host below
+            for result in results:
+                pred = result.pred_instances
+                scores = pred.scores.float()
+                keep = (pred.labels == s.category_id) & (scores > s.score_thr)
+                scores = scores[keep]
+                order = torch.sort(scores, descending=True, stable=True)[1][: s.max_persons]
+                kept.append(torch.cat([pred.bboxes[keep][order].float(), scores[order, None]], 1))
+            counts = [len(k) for k in kept]
+            found_N5 = torch.cat(kept).cpu().numpy() if kept else np.zeros((0, 5), np.float32)
+            for i, f_N5 in zip(idx, np.split(found_N5, np.cumsum(counts)[:-1]), strict=True):
+                out[i] = (np.ascontiguousarray(f_N5[:, :4]), np.ascontiguousarray(f_N5[:, 4]))
         return out
 
 
