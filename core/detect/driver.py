@@ -133,6 +133,46 @@ def run_detect(
     )
 
 
+DECODE_TASK_MEMORY = 256 * 2**20
+"""Bytes a decoding task reserves (Ray's ``memory``): a block of keyframes with their clips and
+one clip span of frames, for a 1080p video. Reserving it also keeps Ray Data from fusing the
+decoding tasks into the detector's actors, which it does when both ask for the same resources
+(the CPU-only layout): fused, videos would decode only inside the detector pool's few actors,
+one video at a time each, between its detector calls."""
+
+
+def build_dataset(cfg: DetectConfig, label_ids: list[int], todo: list[VideoInput]):
+    """The pass's Ray Data pipeline: decode tasks, then the detector and action actor pools."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    ds = ray.data.from_items([{"video_id": v.video_id, "uri": v.uri} for v in todo])
+    ds = ds.repartition(len(todo))  # one video per decoding task: they run in parallel
+    ds = ds.map_batches(
+        stages.decode_videos,
+        fn_kwargs={"cfg": cfg},
+        batch_size=1,
+        num_cpus=cfg.sampling.num_cpus,
+        memory=DECODE_TASK_MEMORY,
+    )
+    ds = ds.map_batches(
+        stages.PersonBoxes,
+        fn_constructor_kwargs={"cfg": cfg},
+        batch_size=cfg.detector.batch_size,
+        compute=ActorPoolStrategy(size=cfg.detector.num_actors),
+        num_cpus=cfg.detector.num_cpus,
+        num_gpus=cfg.detector.num_gpus,
+    )
+    return ds.map_batches(
+        stages.ActionScores,
+        fn_constructor_kwargs={"cfg": cfg, "label_ids": label_ids},
+        batch_size=cfg.action.batch_size,
+        compute=ActorPoolStrategy(size=cfg.action.num_actors),
+        num_cpus=cfg.action.num_cpus,
+        num_gpus=cfg.action.num_gpus,
+    )
+
+
 def _run_pass(
     cfg: DetectConfig,
     ctx: writer.DetectWriteContext,
@@ -145,33 +185,12 @@ def _run_pass(
 ) -> None:
     """One Ray Data pass over ``todo``: decode → persons → actions → the writer (here)."""
     import ray
-    from ray.data import ActorPoolStrategy
 
     from core.detect.render import render_video
 
     output_uri = ctx.output_uri
     render_task = ray.remote(num_cpus=1)(render_video)
-    ds = ray.data.from_items([{"video_id": v.video_id, "uri": v.uri} for v in todo])
-    ds = ds.repartition(len(todo))  # one video per decoding task: they run in parallel
-    ds = ds.map_batches(
-        stages.decode_videos, fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=cfg.sampling.num_cpus
-    )
-    ds = ds.map_batches(
-        stages.PersonBoxes,
-        fn_constructor_kwargs={"cfg": cfg},
-        batch_size=cfg.detector.batch_size,
-        compute=ActorPoolStrategy(size=cfg.detector.num_actors),
-        num_cpus=cfg.detector.num_cpus,
-        num_gpus=cfg.detector.num_gpus,
-    )
-    ds = ds.map_batches(
-        stages.ActionScores,
-        fn_constructor_kwargs={"cfg": cfg, "label_ids": ctx.label_ids},
-        batch_size=cfg.action.batch_size,
-        compute=ActorPoolStrategy(size=cfg.action.num_actors),
-        num_cpus=cfg.action.num_cpus,
-        num_gpus=cfg.action.num_gpus,
-    )
+    ds = build_dataset(cfg, ctx.label_ids, todo)
     assembler = writer.VideoAssembler()
     ready: list[writer.VideoResult] = []
     keyframes = [0]  # committed in this pass
