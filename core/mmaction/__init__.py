@@ -9,7 +9,7 @@ with MMAction2's ``tools/train.py`` and ``tools/test.py``.
 mmaction's missing ``drn`` module (see :mod:`core.compat`).
 """
 
-import core.models  # noqa: F401  (registers BMNwActionCls)
+import core.models.bmn  # noqa: F401  (registers BMNwActionCls)
 from core.mmaction.transforms import GenerateSegmentLabels
 
 __all__ = ["GenerateSegmentLabels"]

@@ -1,7 +1,10 @@
 """The localizer model, in the order data flows through it.
 
-* :mod:`core.models.bmn` the network: MMAction2's BMN plus an action-classification head
-  (``BMNwActionCls``, registered in MMAction2's model registry on import).
+* :mod:`core.models.network` the network: MMAction2's BMN plus an action-classification head
+  (``BMNNet``, a plain ``nn.Module`` under MMAction2's parameter names; no MMAction2 import).
+* :mod:`core.models.bmn` the same network registered in MMAction2's model registry
+  (``BMNwActionCls``), for MMAction2's own tools; importing it imports MMAction2, so this
+  package loads it only when ``BMNwActionCls`` is asked for.
 * :mod:`core.models.bm_layer` its boundary-matching stage as two GEMMs.
 * :mod:`core.models.heads` the action-classification heads.
 * :mod:`core.models.targets` training targets from ground-truth segments.
@@ -11,8 +14,8 @@
 """
 
 from core.models.bm_layer import BoundaryMatchingConv, interp1d_sample_mask
-from core.models.bmn import BMNOutputs, BMNwActionCls, build_bmn_cls
 from core.models.losses import action_cls_loss, bmn_loss
+from core.models.network import BMNNet, BMNOutputs, build_bmn_cls
 from core.models.postprocess import proposal_labels
 from core.models.targets import (
     BMNTargets,
@@ -24,6 +27,7 @@ from core.models.targets import (
 )
 
 __all__ = [
+    "BMNNet",
     "BMNOutputs",
     "BMNTargets",
     "BMNwActionCls",
@@ -39,3 +43,11 @@ __all__ = [
     "proposal_iou_map",
     "proposal_labels",
 ]
+
+
+def __getattr__(name: str):
+    if name == "BMNwActionCls":  # MMAction2's registered class: imports MMAction2
+        from core.models.bmn import BMNwActionCls
+
+        return BMNwActionCls
+    raise AttributeError(f"module 'core.models' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The action-classification heads of :class:`core.models.bmn.BMNwActionCls` (``cls_head``).
+"""The action-classification heads of :class:`core.models.network.BMNNet` (``cls_head``).
 
 A head maps the network's features to a per-position output ``head_BXT`` (what
 ``BMNOutputs.action_BXT`` holds), gives each proposal a probability per action class from it

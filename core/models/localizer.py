@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from core.io.checkpoint import load_checkpoint, unwrap_state_dict
-from core.models.bmn import BMNwActionCls, build_bmn_cls
+from core.models.network import BMNNet, build_bmn_cls
 from core.models.postprocess import batched_proposals
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ RANDOM = "random"
 
 
 def checkpoint_payload(
-    model: BMNwActionCls, model_cfg: Mapping[str, Any], class_names: list[str], **meta: Any
+    model: BMNNet, model_cfg: Mapping[str, Any], class_names: list[str], **meta: Any
 ) -> dict:
     """What :func:`core.io.checkpoint.save_checkpoint` writes for a localizer."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -75,9 +75,7 @@ class Localizer:
     ``bfloat16`` (autocast on CUDA). On the CPU all three run float32.
     """
 
-    def __init__(
-        self, model: BMNwActionCls, class_names: list[str], device: str, dtype: str
-    ) -> None:
+    def __init__(self, model: BMNNet, class_names: list[str], device: str, dtype: str) -> None:
         self.model = model.to(device).eval()
         self.class_names = class_names
         self.device = torch.device(device)

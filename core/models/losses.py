@@ -4,7 +4,7 @@
 on a batch: the temporal evaluation loss (class-balanced logistic loss on the start and end
 probabilities), the proposal evaluation losses (sampled MSE on the regression map, balanced
 BCE on the classification map) and upstream's weights 1, 10, 1. :func:`action_cls_loss`
-trains the action-classification head of :class:`core.models.bmn.BMNwActionCls`.
+trains the action-classification head of :class:`core.models.network.BMNNet`.
 
 Shape legend:
     B: batch; T: temporal positions (start index s); D: duration index d (== T); K: logits

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from core.eval.metrics import Evaluation
-from core.models import BMNwActionCls, build_bmn_cls
+from core.models import BMNNet, build_bmn_cls
 from core.models.localizer import Localizer
 from core.train import data, figures, final_eval, step
 from core.train.config import OptimSection, TrainConfig
@@ -58,7 +58,7 @@ FINAL_TASK = "final_task_done"  # reported by the last epoch when rank 0 wrote t
 class TrainState:
     """What a checkpoint restores."""
 
-    model: BMNwActionCls
+    model: BMNNet
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     epoch: int = 0
@@ -67,7 +67,7 @@ class TrainState:
     """One dict of losses and validation metrics per epoch done."""
 
 
-def build_model(model_cfg: Mapping[str, Any], seed: int) -> BMNwActionCls:
+def build_model(model_cfg: Mapping[str, Any], seed: int) -> BMNNet:
     """The model with weights drawn from ``seed`` (the same on every worker)."""
     torch.manual_seed(seed)
     return build_bmn_cls(model_cfg)
@@ -408,7 +408,7 @@ def train_loop_per_worker(
             pool.close()
 
 
-def _validation_model(model: BMNwActionCls) -> BMNwActionCls:
+def _validation_model(model: BMNNet) -> BMNNet:
     """The model that rank 0 validates on: a copy (on the device, in the same layout) that
     takes the trained one's weights each epoch."""
     return deepcopy(model).requires_grad_(False).eval()

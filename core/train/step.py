@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.models import BMNwActionCls, pad_ground_truth
+from core.models import BMNNet, pad_ground_truth
 from core.models.targets import BMNTargets
 from core.train import data
 
@@ -68,7 +68,7 @@ class DeviceShard:
         return feats_BCT, targets
 
 
-def shard_targets(model: BMNwActionCls, gt: list[np.ndarray], device: torch.device) -> BMNTargets:
+def shard_targets(model: BMNNet, gt: list[np.ndarray], device: torch.device) -> BMNTargets:
     """Targets of every video, computed in chunks by the model on the device.
 
     The ground truth is padded to the shard's most segments; padded segments are masked out,
@@ -90,9 +90,7 @@ def shard_targets(model: BMNwActionCls, gt: list[np.ndarray], device: torch.devi
     return BMNTargets(*(None if p[0] is None else torch.cat(p) for p in zip(*parts, strict=True)))
 
 
-def to_device(
-    shard: data.ShardArrays, model: BMNwActionCls, device: torch.device | str
-) -> DeviceShard:
+def to_device(shard: data.ShardArrays, model: BMNNet, device: torch.device | str) -> DeviceShard:
     """The shard's features on the device (copied once, unless they are there already), with
     their targets."""
     device = torch.device(device)
@@ -102,7 +100,7 @@ def to_device(
 
 def step_losses(
     net: nn.Module,
-    model: BMNwActionCls,
+    model: BMNNet,
     feats_BCT: torch.Tensor,
     targets: BMNTargets,
     optimizer: torch.optim.Optimizer,
@@ -122,7 +120,7 @@ def step_losses(
     return losses
 
 
-def use_channels_last(model: BMNwActionCls) -> None:
+def use_channels_last(model: BMNNet) -> None:
     """The boundary-matching output and ``x_2d_p``'s convolutions in channels-last memory
     (:attr:`core.models.bm_layer.BoundaryMatchingConv.channels_last`): what bf16
     convolutions on CUDA run fastest in. Call before the optimizer takes its first step."""
@@ -131,7 +129,7 @@ def use_channels_last(model: BMNwActionCls) -> None:
         model.x_2d_p.to(memory_format=torch.channels_last)
 
 
-def graphs_apply(device: torch.device, world: int, model: BMNwActionCls) -> bool:
+def graphs_apply(device: torch.device, world: int, model: BMNNet) -> bool:
     """Whether :class:`GraphedStep` can run this model: one CUDA device (no DDP) and a torch
     that registers custom generators with graphs (every head's loss has static shapes)."""
     return (
@@ -156,7 +154,7 @@ class GraphedStep:
 
     def __init__(
         self,
-        model: BMNwActionCls,
+        model: BMNNet,
         optimizer: torch.optim.Optimizer,
         shard: DeviceShard,
         batch_size: int,
@@ -254,7 +252,7 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict) ->
 
 def train_epoch(
     net: nn.Module,
-    model: BMNwActionCls,
+    model: BMNNet,
     optimizer: torch.optim.Optimizer,
     shard: DeviceShard,
     batches: list[np.ndarray],

@@ -1,4 +1,5 @@
-"""BMNwActionCls against MMAction2's BMN: parameters, checkpoints, outputs, BM stage, modes.
+"""BMNNet and its MMAction2-registered twin BMNwActionCls against MMAction2's BMN: parameters,
+checkpoints, outputs, BM stage, modes.
 
 Shape legend: B batch, C feature channels, T positions, D durations, K logits, N samples.
 """
@@ -12,6 +13,7 @@ import torch
 
 import core  # noqa: F401  (upstream shims before mmaction)
 from core.models import (
+    BMNNet,
     BMNOutputs,
     BMNwActionCls,
     BoundaryMatchingConv,
@@ -64,16 +66,18 @@ def test_sample_mask_is_upstreams_bit_for_bit(T, ratio, N, bins):
 
 
 def test_head_off_has_upstreams_parameter_count_at_real_scale():
-    model = BMNwActionCls(**REAL)
+    model = BMNNet(**REAL)
     n = sum(p.numel() for p in model.parameters())
     assert round(n / 1e6, 3) == 36.979
-    with_head = BMNwActionCls(**REAL, num_action_classes=200)
+    with_head = BMNNet(**REAL, num_action_classes=200)
     assert sum(p.numel() for p in with_head.parameters()) - n == 400 * 201 + 201
 
 
-def test_upstream_checkpoint_loads_strict_and_gives_same_outputs():
+@pytest.mark.parametrize("registered", [False, True])
+def test_upstream_checkpoint_loads_strict_and_gives_same_outputs(registered):
     ref = upstream_bmn(**SMALL)
-    ours = BMNwActionCls(**SMALL).eval()
+    ours = (BMNwActionCls if registered else BMNNet)(**SMALL).eval()
+    assert list(ours.state_dict()) == list(ref.state_dict())
     ours.load_state_dict(state_dict_roundtrip(ref), strict=True)
     feats_BCT = random_feats(SMALL)
     with torch.no_grad():
@@ -87,9 +91,20 @@ def test_upstream_checkpoint_loads_strict_and_gives_same_outputs():
     ref.load_state_dict(state_dict_roundtrip(ours), strict=True)
 
 
+def test_same_seed_draws_upstreams_initial_weights():
+    """Layers are built in MMAction2's order, so a seed gives MMAction2's initial weights (and
+    the head's come after them)."""
+    ref = upstream_bmn(seed=3, **SMALL)
+    torch.manual_seed(3)
+    ours = BMNNet(**SMALL, num_action_classes=3)
+    state = ours.state_dict()
+    for key, value in ref.state_dict().items():
+        assert torch.equal(state[key], value), key
+
+
 def test_real_scale_outputs_match_upstream():
     ref = upstream_bmn(**REAL)
-    ours = BMNwActionCls(**REAL).eval()
+    ours = BMNNet(**REAL).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     feats_BCT = random_feats(REAL, batch=1)
     with torch.no_grad():
@@ -100,7 +115,7 @@ def test_real_scale_outputs_match_upstream():
 
 def test_fast_bm_off_is_upstream_exactly():
     ref = upstream_bmn(**SMALL)
-    ours = BMNwActionCls(**SMALL, fast_bm=False).eval()
+    ours = BMNNet(**SMALL, fast_bm=False).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     feats_BCT = random_feats(SMALL)
     with torch.no_grad():
@@ -129,7 +144,7 @@ def test_bm_layer_matches_upstream_matmul_and_conv3d(T, N, C, out_ch):
 
 
 def test_loaded_sample_mask_reaches_the_fast_layer():
-    ours = BMNwActionCls(**SMALL)
+    ours = BMNNet(**SMALL)
     state = ours.state_dict()
     state["sample_mask"] = torch.rand_like(state["sample_mask"])
     ours.load_state_dict(state)
@@ -140,7 +155,7 @@ def test_loaded_sample_mask_reaches_the_fast_layer():
 
 
 def test_ddp_ignore_list_names_real_entries():
-    ours = BMNwActionCls(**SMALL)
+    ours = BMNNet(**SMALL)
     names = dict(ours.named_parameters()) | dict(ours.named_buffers())
     assert set(ours._ddp_params_and_buffers_to_ignore) <= set(names)
 
@@ -169,7 +184,7 @@ def test_loss_mode_equals_upstream_loss():
 def test_batch_without_ground_truth_trains_without_nan():
     """A batch of videos without segments (a corpus's empty videos can fill a small batch)
     has no proposal cell to regress: its losses are finite and no weight turns NaN."""
-    model = BMNwActionCls(**SMALL, num_action_classes=3, cls_head="span").train()
+    model = BMNNet(**SMALL, num_action_classes=3, cls_head="span").train()
     gt_BG2, valid_BG, labels_BG = pad_ground_truth(
         [torch.zeros(0, 2, dtype=torch.float64)] * 2, [torch.zeros(0, dtype=torch.long)] * 2
     )
@@ -234,7 +249,7 @@ def test_proposal_labels_mean_softmax_over_span_without_background():
 
 
 def test_bf16_autocast_runs_and_stays_close():
-    ours = BMNwActionCls(**SMALL, num_action_classes=3).eval()
+    ours = BMNNet(**SMALL, num_action_classes=3).eval()
     feats = random_feats(SMALL)
     with torch.no_grad():
         ref = ours.forward_tensors(feats)
@@ -258,7 +273,7 @@ def fit(model, feats_BCT, targets, lr: float, steps: int, loss_key: str) -> None
 def test_head_learns_position_classes():
     torch.manual_seed(0)
     cfg = {**SMALL, "feat_dim": 8}
-    model = BMNwActionCls(**cfg, num_action_classes=2)
+    model = BMNNet(**cfg, num_action_classes=2)
     T = cfg["temporal_dim"]
     gt_BG2 = torch.tensor([[[0.0, 0.5]], [[0.25, 1.0]]], dtype=torch.float64)
     labels_BG = torch.tensor([[0], [1]])
@@ -277,7 +292,7 @@ def test_build_from_config_dict_and_registry():
     model = build_bmn_cls(dict(type="BMNwActionCls", **SMALL, num_action_classes=4))
     assert model.num_action_classes == 4
     assert isinstance(MODELS.build(dict(type="BMNwActionCls", **SMALL)), BMNwActionCls)
-    assert isinstance(build_bmn_cls(dict(type="BMN", **SMALL)), BMNwActionCls)
+    assert isinstance(build_bmn_cls(dict(type="BMN", **SMALL)), BMNNet)
     with pytest.raises(ValueError, match="num_action_class"):
         build_bmn_cls(dict(SMALL, num_action_class=4))
     with pytest.raises(ValueError, match="feat_dim"):
@@ -287,19 +302,19 @@ def test_build_from_config_dict_and_registry():
 
 
 def test_pointwise_head_keeps_the_lectures_parameter_names():
-    model = BMNwActionCls(**SMALL, num_action_classes=3)
+    model = BMNNet(**SMALL, num_action_classes=3)
     head_keys = sorted(k for k in model.state_dict() if k.startswith("x_1d_cls"))
     assert head_keys == ["x_1d_cls.bias", "x_1d_cls.weight"]
     assert model.x_1d_cls.weight.shape == (4, SMALL["feat_dim"], 1)
     with pytest.raises(ValueError, match="cls_head"):
-        BMNwActionCls(**SMALL, num_action_classes=3, cls_head="global")
+        BMNNet(**SMALL, num_action_classes=3, cls_head="global")
 
 
 @pytest.mark.parametrize("kind", ["temporal", "span"])
 def test_other_heads_round_trip_and_label_every_proposal(kind):
     torch.manual_seed(0)
-    model = BMNwActionCls(**SMALL, num_action_classes=3, cls_head=kind).eval()
-    twin = BMNwActionCls(**SMALL, num_action_classes=3, cls_head=kind).eval()
+    model = BMNNet(**SMALL, num_action_classes=3, cls_head=kind).eval()
+    twin = BMNNet(**SMALL, num_action_classes=3, cls_head=kind).eval()
     twin.load_state_dict(model.state_dict(), strict=True)
     feats = random_feats(SMALL, batch=2)
     with torch.no_grad():
@@ -317,7 +332,7 @@ def test_span_head_learns_classes_from_the_span_against_its_video():
     it against the video's own (random) level: the span head must learn it from few steps."""
     torch.manual_seed(0)
     T, C, K = SMALL["temporal_dim"], 8, 3
-    model = BMNwActionCls(**{**SMALL, "feat_dim": C}, num_action_classes=K, cls_head="span")
+    model = BMNNet(**{**SMALL, "feat_dim": C}, num_action_classes=K, cls_head="span")
     gen = torch.Generator().manual_seed(1)
     B = 24
     starts = torch.randint(0, T // 2, (B,), generator=gen)
