@@ -353,6 +353,40 @@ def _rates(
     return outputs
 
 
+def _iou_NM(a_N4: np.ndarray, b_M4: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a_N4[:, None, :2], b_M4[None, :, :2])
+    rb = np.minimum(a_N4[:, None, 2:], b_M4[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a, area_b = (a_N4[:, 2:] - a_N4[:, :2]).prod(-1), (b_M4[:, 2:] - b_M4[:, :2]).prod(-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def match_boxes(ref: list, other: list, min_iou: float = 0.5) -> dict:
+    """Each reference box (float32's) against the box of ``other`` (a half precision's) on
+    the same image that overlaps it most: how many find one with IoU above ``min_iou``, and
+    for those the largest corner and score differences. Matching by overlap, not by rank:
+    near-tied scores (random weights) reorder between precisions."""
+    total = matched = 0
+    corner, score, ious = [0.0], [0.0], []
+    for (a_N4, sa_N), (b_M4, sb_M) in zip(ref, other, strict=True):
+        total += len(a_N4)
+        if not len(a_N4) or not len(b_M4):
+            continue
+        iou = _iou_NM(a_N4, b_M4)
+        j = iou.argmax(1)
+        best = iou[np.arange(len(a_N4)), j]
+        ok = best > min_iou
+        matched += int(ok.sum())
+        ious += best[ok].tolist()
+        corner.append(float(np.abs(a_N4[ok] - b_M4[j[ok]]).max(initial=0.0)))
+        score.append(float(np.abs(sa_N[ok] - sb_M[j[ok]]).max(initial=0.0)))
+    return {"boxes": total, "matched_iou_above_0_5": matched,
+            "matched_iou_min": round(min(ious), 4) if ious else None,
+            "matched_iou_median": round(float(np.median(ious)), 4) if ious else None,
+            "matched_corner_max_abs_diff_px": round(max(corner), 3),
+            "matched_scores_max_abs_diff": round(max(score), 5)}  # fmt: skip
+
+
 def model_bounds(
     cfg: DetectConfig, path: str, device: str, batches: list[int], seconds: float
 ) -> dict:
@@ -378,13 +412,7 @@ def model_bounds(
     out["persons_per_keyframe"] = float(np.mean([len(s) for _, s in found["float32"]]))
     for dtype in dtypes[1:]:
         if len(found.get(dtype, [])) == n:
-            pairs = list(zip(found["float32"], found[dtype], strict=True))
-            same = [(a, b) for (a, _), (b, _) in pairs if a.shape == b.shape]
-            out[f"detector_{dtype}_vs_float32"] = {
-                "images_same_person_count": len(same), "images": len(pairs),
-                "boxes_max_abs_diff_px": _max_diff(same),
-                "scores_max_abs_diff": _max_diff([(a, b) for (_, a), (_, b) in pairs if a.shape == b.shape]),
-            }  # fmt: skip
+            out[f"detector_{dtype}_vs_float32"] = match_boxes(found["float32"], found[dtype])
     del det
     boxes = [to_clip_pixels(b_N4, k.shape[:2], c.shape[1:3])  # as stages.PersonBoxes does
              for (b_N4, _), k, c in zip(found["float32"], keyframes, clips, strict=True)]  # fmt: skip
@@ -402,13 +430,20 @@ def model_bounds(
 
 
 def profile_detector(cfg: DetectConfig, device: str, batch: int, threads: list[int]) -> dict:
-    """Where ``PersonDetector.detect``'s time goes on one batch of 720p frames: mmdet's test
-    pipeline on the CPU (per image), then ``test_step``'s parts, at each CPU thread count
-    (a Ray actor with ``num_cpus=1`` runs torch with one thread), milliseconds per image."""
-    from core.detect.models import PersonDetector
+    """Where ``PersonDetector.detect``'s time goes on one batch of 720p frames, milliseconds
+    per image, at each CPU thread count (a Ray actor with ``num_cpus=1`` runs torch with one
+    thread): its input made on the device (``core.detect.preprocess``, upload included), then
+    ``predict``'s parts; and, for comparison, what mmdet's own test pipeline (per image, on
+    the CPU) and ``DetDataPreprocessor`` take for the same batch."""
+    from mmcv.transforms import Compose
+
+    from core.detect.models import PersonDetector, detector_config
 
     det = PersonDetector(cfg.detector, device, cfg.seed, cfg.checkpoint.allow_pickle)
     model = det.model
+    pipeline = detector_config(cfg.detector).test_dataloader.dataset.pipeline
+    pipeline[0] = dict(type="mmdet.LoadImageFromNDArray")
+    mmdet_pipeline = Compose(pipeline)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (720, 1280, 3), np.uint8) for _ in range(batch)]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -417,31 +452,36 @@ def profile_detector(cfg: DetectConfig, device: str, batch: int, threads: list[i
         torch.set_num_threads(n)
         ms: dict[str, float] = {}
         for _ in range(3):  # the last of 3 (kernels and allocator warm)
-            t = time.perf_counter()
-            packed = [det.pipeline(dict(img=np.ascontiguousarray(f[..., ::-1]), img_id=i))
-                      for i, f in enumerate(frames)]  # fmt: skip
-            t_pipe = time.perf_counter()
             with torch.no_grad():
-                data = model.data_preprocessor(
+                t = time.perf_counter()
+                packed = [mmdet_pipeline(dict(img=np.ascontiguousarray(f[..., ::-1]), img_id=i))
+                          for i, f in enumerate(frames)]  # fmt: skip
+                t_pipe = time.perf_counter()
+                model.data_preprocessor(
                     {"inputs": [p["inputs"] for p in packed],
                      "data_samples": [p["data_samples"] for p in packed]}, False)  # fmt: skip
                 sync()
                 t_pre = time.perf_counter()
-                x = model.extract_feat(data["inputs"])
+                batch_in = det.preprocess(np.stack(frames), device, list(range(batch)))
+                samples = batch_in.data_samples()
+                sync()
+                t_ours = time.perf_counter()
+                x = model.extract_feat(batch_in.inputs_B3HpWp)
                 sync()
                 t_feat = time.perf_counter()
-                rpn = model.rpn_head.predict(x, data["data_samples"], rescale=False)
+                rpn = model.rpn_head.predict(x, samples, rescale=False)
                 sync()
                 t_rpn = time.perf_counter()
-                model.roi_head.predict(x, rpn, data["data_samples"], rescale=True)
+                model.roi_head.predict(x, rpn, samples, rescale=True)
                 sync()
                 t_roi = time.perf_counter()
                 det.detect(frames)
                 sync()
                 t_all = time.perf_counter()
-            ms = {"pipeline_cpu": t_pipe - t, "data_preprocessor": t_pre - t_pipe,
-                  "backbone_fpn": t_feat - t_pre, "rpn_predict": t_rpn - t_feat,
-                  "roi_head_predict": t_roi - t_rpn, "detect_whole": t_all - t_roi}  # fmt: skip
+            ms = {"mmdet_pipeline_cpu": t_pipe - t, "mmdet_data_preprocessor": t_pre - t_pipe,
+                  "preprocess_on_device": t_ours - t_pre, "backbone_fpn": t_feat - t_ours,
+                  "rpn_predict": t_rpn - t_feat, "roi_head_predict": t_roi - t_rpn,
+                  "detect_whole": t_all - t_roi}  # fmt: skip
         out[f"threads_{n}_ms_per_image"] = {k: round(v * 1000 / batch, 2) for k, v in ms.items()}
     torch.set_num_threads(os.cpu_count() or 1)
     return out
@@ -798,6 +838,13 @@ def run_bounds(args, cfg: DetectConfig, videos: list[str], result: dict, save) -
         result["model_bounds_error"] = f"{type(e).__name__}: {e}"[:2000]
     save()
     print(json.dumps({"model_bounds": result.get("model_bounds")}), flush=True)
+    try:
+        result["detector_profile"] = profile_detector(
+            cfg, args.device, cfg.detector.batch_size, [1]
+        )
+    except Exception as e:  # noqa: BLE001  (recorded; the variants still run)
+        result["detector_profile_error"] = f"{type(e).__name__}: {e}"[:2000]
+    save()
 
 
 def _layout(section) -> dict:

@@ -54,10 +54,11 @@ def _mmdet_input(model, cfg_detector, images_rgb):
     return model.data_preprocessor(data, False)
 
 
+@pytest.mark.parametrize("opencv_on_cpu", [True, False])  # False: the GPU's resize, on the CPU
 @pytest.mark.parametrize(
     "config_path", ["configs/detect/demo.py", "configs/detect/slowonly_r101_ava21.py"]
 )
-def test_input_equals_mmdet_pipeline_and_preprocessor(config_path):
+def test_input_equals_mmdet_pipeline_and_preprocessor(config_path, opencv_on_cpu):
     import mmdet.models  # noqa: F401
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
@@ -73,9 +74,8 @@ def test_input_equals_mmdet_pipeline_and_preprocessor(config_path):
     model = Model()
     images = np.random.default_rng(1).integers(0, 256, (3, 120, 200, 3), np.uint8)
     ref = _mmdet_input(model, cfg.detector, list(images))
-    ours = DetectorPreprocessor(model.data_preprocessor, cfg.detector.test_scale)(
-        images, "cpu", [0, 1, 2]
-    )
+    pre = DetectorPreprocessor(model.data_preprocessor, cfg.detector.test_scale, opencv_on_cpu)
+    ours = pre(images, "cpu", [0, 1, 2])
     assert ours.inputs_B3HpWp.shape == ref["inputs"].shape
     assert torch.equal(ours.inputs_B3HpWp, ref["inputs"])
     for m, sample in zip(ours.metainfo, ref["data_samples"], strict=True):
@@ -83,11 +83,13 @@ def test_input_equals_mmdet_pipeline_and_preprocessor(config_path):
         assert m == want
 
 
-def test_batched_detect_equals_inference_detector():
+@pytest.mark.parametrize("opencv_on_cpu", [True, False])
+def test_batched_detect_equals_inference_detector(opencv_on_cpu):
     from mmdet.apis import inference_detector
 
     cfg, _ = config.load("configs/detect/demo.py", DetectConfig, {"detector.score_thr": 0.0})
     det = PersonDetector(cfg.detector, "cpu", seed=0)
+    det.preprocess.opencv_on_cpu = opencv_on_cpu
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (120, 160, 3), np.uint8) for _ in range(3)]
     images.append(rng.integers(0, 256, (90, 200, 3), np.uint8))  # another size: its own batch
