@@ -2,16 +2,19 @@
 and NVDEC decode bounds measured in the same run.
 
     python -m benchmarks.extract --output benchmarks/results/extract_h200.json \
-        [--distinct 32 --copies 24 --min-duration 10 --max-duration 20] \
-        [--job LABEL "k=v k=v" ...] [--extra-job LABEL "k=v k=v" ...] [--slowonly-copies 6] \
-        [--previous OLD_RESULTS.json]
+        [--distinct 32 --copies 24 --cpu-only-copies 12 --min-duration 10 --max-duration 20] \
+        [--workdir /tmp/extract-bench] [--job LABEL "k=v k=v" ...] [--extra-job LABEL "k=v ..."] \
+        [--slowonly [--compile] [--slowonly-copies 6]] [--skip-tsn --update] \
+        [--previous OLD_RESULTS.json] [--cpu-rehearsal]
 
 In one run:
 
 * **corpus**: ``--distinct`` synthetic 720p H.264 videos (:func:`core.corpus.make_corpus`),
   each listed ``--copies`` times under its own video id in a manifest, so that the job runs
   long enough for a steady state without encoding hours of video first (every copy is decoded
-  in full, like any other video);
+  in full, like any other video); the CPU-only job, slower, gets ``--cpu-only-copies`` (the same
+  videos in the same order, fewer times). With ``--workdir`` the corpus stays there and a later
+  call with the same corpus arguments reuses it;
 * **decode bounds**: ``--workers`` processes (default: one per core but one) that only decode
   and sample snippets on the CPU, as the job's CPU actors do; and, where NVDEC is usable, as
   many processes as the job has NVDEC streams (NVDEC actors x ``pipeline.calls_per_actor``)
@@ -19,16 +22,23 @@ In one run:
 * **recognizer bound**: the recognizer alone on the GPU on random snippets at full batch;
 * **jobs**: ``jobs.extract.main`` as the CLI runs it (embedded Ray started by the job, the
   manifest as ``--input``), by default twice: ``hybrid`` (the production config as it is: CPU
-  and NVDEC actors in one pool) and ``cpu_only`` (``--cpu-only-actors`` CPU actors). For
-  each: start-up (to the first committed batch) apart from the steady rate (between 10% and
-  90% of the videos committed, from the job's progress stream), per-stage busy seconds (from
-  the run record), GPU and NVDEC utilisation (``nvidia-smi``), and object store use and free
-  resources (sampled from Ray every second);
-* **SlowOnly** (``--slowonly-copies``): the recognizer alone at float32, bfloat16,
-  channels-last and ``torch.compile`` on real clips, each one's features against float32's;
-  the CPU decode bound and the job (hybrid and CPU only) with the SlowOnly config;
+  and NVDEC actors in one pool) and ``cpu_only`` (:data:`CPU_ONLY`: 8 CPU actors, the config's
+  other settings, sleeping GPU waits included). For each: start-up (to the first committed
+  batch) apart from the steady rate (between 10% and 90% of the videos' features done, from the
+  job's progress stream), per-stage busy seconds (from the run record), GPU and NVDEC
+  utilisation (``nvidia-smi``), object store use and free resources (sampled from Ray every
+  second), and the layout the run resolved;
+* **SlowOnly** (``--slowonly``): the recognizer alone at float32, bfloat16, channels-last and
+  (``--compile``) ``torch.compile`` on the same real clips, each one's features against
+  float32's; its CPU and NVDEC decode bounds; with ``--slowonly-copies`` the job with the
+  SlowOnly config (hybrid; ``--slowonly-cpu-only`` also CPU decoding only);
 * **previous run** (``--previous``): the headline figures of an earlier results file, kept
   beside the new ones for the before and after.
+
+A run too long for one call splits: ``--skip-tsn --update`` runs only the SlowOnly part and adds
+it to the results file; ``calls`` in the file says what ran in which call.
+``--cpu-rehearsal`` runs every part tiny on a machine without a GPU, to try a command before
+spending GPU time (its figures mean nothing).
 
 Recognizers and localizer have random weights (their speed does not depend on them). Results
 go to a JSON file; ``benchmarks/README.md`` has the table.
@@ -38,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -47,6 +58,7 @@ import os
 import pathlib
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,17 +80,24 @@ STEADY = (0.1, 0.9)
 """The steady window: from this share of the videos committed to that one."""
 
 
-def make_corpus(folder: str, args) -> tuple[list[str], str]:
-    """The distinct videos and a manifest listing each ``args.copies`` times."""
+def make_corpus(folder: str, args) -> tuple[list[str], bool]:
+    """The distinct videos (made unless ``folder`` holds them from an earlier call with the same
+    corpus arguments) and whether they were made now."""
     from core.corpus import make_corpus as make
 
-    make(
-        folder, args.distinct, 10, seed=0, min_duration=args.min_duration,
-        max_duration=args.max_duration, resolutions=((1280, 720),), fps_choices=(30.0,),
-        workers=os.cpu_count(),
-    )  # fmt: skip
+    stamp = pathlib.Path(folder, "corpus-args.json")
+    wanted = {"distinct": args.distinct, "min_duration": args.min_duration,
+              "max_duration": args.max_duration}  # fmt: skip
+    made = not (stamp.exists() and json.loads(stamp.read_text()) == wanted)
+    if made:
+        make(
+            folder, args.distinct, 10, seed=0, min_duration=args.min_duration,
+            max_duration=args.max_duration, resolutions=((1280, 720),), fps_choices=(30.0,),
+            workers=os.cpu_count(),
+        )  # fmt: skip
+        stamp.write_text(json.dumps(wanted))
     paths = sorted(str(p) for p in pathlib.Path(folder, "videos").glob("*.mp4"))
-    return paths, write_manifest(folder, paths, args.copies, "manifest")
+    return paths, made
 
 
 def write_manifest(folder: str, paths: list[str], copies: int, name: str) -> str:
@@ -167,71 +186,111 @@ def recognizer_bound(cfg: ExtractConfig) -> dict:
     return {"snippets_per_s": rate, "batch": n, "dtype": cfg.extractor.dtype}
 
 
-def _rate(fx, clips, reps: int = 20) -> float:
+def _sync() -> None:
     import torch
 
-    for _ in range(3):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _rate(fx, clips, reps: int = 20, warm: int = 3) -> float:
+    for _ in range(warm):
         fx.extract(clips)
-    torch.cuda.synchronize()
+    _sync()
     t0 = time.perf_counter()
     for _ in range(reps):
         fx.extract(clips)
-    torch.cuda.synchronize()
+    _sync()
     return len(clips) * reps / (time.perf_counter() - t0)
 
 
-def precision_variants(cfg: ExtractConfig, paths: list[str], compile_too: bool) -> dict:
-    """The recognizer at float32 / bfloat16 / channels-last / torch.compile on real clips:
-    snippets/s and each one's features against float32's."""
-    import torch
-
-    from core.features.extractor import FeatureExtractor
+def real_clips(cfg: ExtractConfig, paths: list[str], n: int) -> np.ndarray:
+    """``n`` snippets of the corpus, decoded on the CPU as the config samples them."""
     from core.video import iter_snippets
 
-    n = cfg.extractor.batch_size
     clips = []
     for path in paths:
         for batch in iter_snippets(path, dataclasses.replace(cfg.sampling, decoder="cpu")):
             clips.append(batch.clips_NTHWC)
         if sum(len(c) for c in clips) >= n:
             break
-    clips_NTHWC = np.concatenate(clips)[:n]
-    variants = {
-        "float32": dict(dtype="float32", channels_last=False),
-        "float32_channels_last": dict(dtype="float32", channels_last=True),
-        "bfloat16": dict(dtype="bfloat16", channels_last=False),
-        "bfloat16_channels_last": dict(dtype="bfloat16", channels_last=True),
-    }
+    return np.concatenate(clips)[:n]
+
+
+PRECISIONS = {
+    "float32": dict(dtype="float32", channels_last=False),
+    "float32_channels_last": dict(dtype="float32", channels_last=True),
+    "bfloat16": dict(dtype="bfloat16", channels_last=False),
+    "bfloat16_channels_last": dict(dtype="bfloat16", channels_last=True),
+}
+"""The recognizer's settings each precision variant runs with."""
+
+
+def precision_variants(
+    cfg: ExtractConfig, paths: list[str], compile_too: bool, device: str = "cuda",
+    batch: int | None = None, reps: int = 10,
+) -> dict:  # fmt: skip
+    """The recognizer at float32 / bfloat16 / channels-last (and, with ``compile_too``,
+    bfloat16 channels-last under ``torch.compile``) on the same real clips: snippets/s and each
+    one's features against float32's. The compiled backbone is compiled with dynamic shapes
+    (a job's batches vary in size): its first call's seconds are the compile an actor would
+    pay at start, and a first call at a second batch size shows whether it compiles again."""
+    import torch
+
+    from core.features.extractor import FeatureExtractor
+
+    n = batch or cfg.extractor.batch_size
+    clips_NTHWC = real_clips(cfg, paths, n)
+    variants = dict(PRECISIONS)
     if compile_too:
-        variants["bfloat16_channels_last_compile"] = dict(dtype="bfloat16", channels_last=True)
+        variants["bfloat16_channels_last_compile"] = PRECISIONS["bfloat16_channels_last"]
     out, reference = {}, None
     for name, settings in variants.items():
         torch.backends.cudnn.benchmark = False
-        fx = FeatureExtractor(dataclasses.replace(cfg.extractor, **settings), device="cuda")
-        if name.endswith("compile"):
-            fx.model.backbone = torch.compile(fx.model.backbone)
+        fx = FeatureExtractor(dataclasses.replace(cfg.extractor, **settings), device=device)
+        compiled = name.endswith("compile")
+        if compiled:
+            fx.model.backbone = torch.compile(fx.model.backbone, dynamic=True)
         t0 = time.perf_counter()
         feats = fx.extract(clips_NTHWC)
+        _sync()
         first_s = time.perf_counter() - t0
-        rate = _rate(fx, clips_NTHWC, reps=10)
+        row = {"first_batch_s": first_s}
+        if compiled and len(clips_NTHWC) > 1:  # a batch of another size: compiled again?
+            t0 = time.perf_counter()
+            fx.extract(clips_NTHWC[: len(clips_NTHWC) // 2 + 1])
+            _sync()
+            row["first_call_other_batch_size_s"] = time.perf_counter() - t0
+        row["snippets_per_s"] = _rate(fx, clips_NTHWC, reps=reps, warm=min(3, reps))
         if reference is None:
             reference = feats
-        diff = np.abs(feats - reference)
-        cos = (feats * reference).sum(1) / (
-            np.linalg.norm(feats, axis=1) * np.linalg.norm(reference, axis=1) + 1e-12
-        )
-        out[name] = {
-            "snippets_per_s": rate, "first_batch_s": first_s,
-            "max_abs_diff_vs_float32": float(diff.max()),
-            "relative_l2_vs_float32": float(np.linalg.norm(feats - reference)
-                                            / (np.linalg.norm(reference) + 1e-12)),
-            "min_cosine_vs_float32": float(cos.min()),
-        }  # fmt: skip
+        row |= _against(feats, reference)
+        out[name] = row
         del fx
-        torch.cuda.empty_cache()
-    out["batch"] = n
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    out["batch"] = len(clips_NTHWC)
     out["clip_shape"] = list(clips_NTHWC.shape[1:])
     return out
+
+
+def _against(feats: np.ndarray, reference: np.ndarray) -> dict:
+    """How far ``feats`` are from ``reference`` (same snippets, one row each)."""
+    diff = np.abs(feats - reference)
+    cos = (feats * reference).sum(1) / (
+        np.linalg.norm(feats, axis=1) * np.linalg.norm(reference, axis=1) + 1e-12
+    )
+    rel_row = np.linalg.norm(feats - reference, axis=1) / (
+        np.linalg.norm(reference, axis=1) + 1e-12
+    )
+    return {
+        "max_abs_diff_vs_float32": float(diff.max()),
+        "max_relative_diff_vs_float32": float(diff.max() / (np.abs(reference).max() + 1e-12)),
+        "relative_l2_vs_float32": float(np.linalg.norm(feats - reference)
+                                        / (np.linalg.norm(reference) + 1e-12)),
+        "max_row_relative_l2_vs_float32": float(rel_row.max()),
+        "min_cosine_vs_float32": float(cos.min()),
+    }  # fmt: skip
 
 
 # --- monitors ------------------------------------------------------------------------------
@@ -358,6 +417,7 @@ def run_job(label: str, config_path: str, manifest: str, options: list[str], tmp
     from core.io import runs
 
     out = os.path.join(tmp, f"out-{label}")
+    shutil.rmtree(out, ignore_errors=True)  # a work folder kept from an earlier call
     argv = ["--config", config_path, "--input", manifest, "--output", out]
     argv += ["--cfg-options", *RANDOM_WEIGHTS, *options]
     driver_log = logging.getLogger("core.pipeline.driver")
@@ -386,10 +446,23 @@ def run_job(label: str, config_path: str, manifest: str, options: list[str], tmp
         "videos_by_decoder": record.get("videos_by_decoder"),
         "progress": [[round(a, 2), int(b)] for a, b in zip(t, n, strict=True)],
     }  # fmt: skip
+    result["layout"] = run_layout(str(pathlib.Path(run_dir, "config.py")))
     result["start_up_s"] = result["start_up"].get("first_commit_s")
     result["steady"], window = steady_state(progress.features, t, n)
     result["monitors"] = sampler.summary(window)
     return result
+
+
+def run_layout(config_path: str) -> dict:
+    """The settings the run resolved that shape its speed (from the config saved with it)."""
+    cfg, _ = config.load(config_path, ExtractConfig)
+    p, x = cfg.pipeline, cfg.extractor
+    return {
+        "cpu_actors": x.num_actors, "nvdec_actors": p.nvdec_actors_per_node,
+        "calls_per_actor": p.calls_per_actor, "cuda_blocking_sync": p.cuda_blocking_sync,
+        "decoder": cfg.sampling.decoder, "dtype": x.dtype, "channels_last": x.channels_last,
+        "batch_size": x.batch_size, "gpu_share_per_actor": x.num_gpus,
+    }  # fmt: skip
 
 
 def start_up(t: np.ndarray, n: np.ndarray, progress: Progress) -> dict:
@@ -445,11 +518,25 @@ def _hours_per_hour(videos_per_s: float, bound: dict) -> float:
     return videos_per_s * bound["video_seconds"] / bound["videos"]
 
 
-def main() -> int:
+CPU_ONLY = ["extractor.num_actors=8", "pipeline.nvdec_actors_per_node=0", "sampling.decoder=cpu"]
+"""The cpu_only job: the production config with its NVDEC actors replaced by one more CPU
+actor (its GPU waits sleep too: the config's ``pipeline.cuda_blocking_sync``)."""
+CPU_REHEARSAL = ["extractor.num_gpus=0", "localizer.num_gpus=0", "extractor.num_actors=1",
+                 "pipeline.nvdec_actors_per_node=0", "sampling.decoder=cpu"]  # fmt: skip
+"""``--cpu-rehearsal``: every job on a machine without a GPU, to try a command before a GPU
+call (its figures mean nothing)."""
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", required=True)
+    parser.add_argument("--workdir", help="where the corpus and the jobs' outputs go and stay "
+                        "(a later call reuses the corpus); default: a temporary folder")  # fmt: skip
     parser.add_argument("--distinct", type=int, default=32)
     parser.add_argument("--copies", type=int, default=24)
+    parser.add_argument("--cpu-only-copies", type=int,
+                        help="copies in the cpu_only job's manifest (default --copies): the same "
+                        "videos in the same order, fewer of them, for a slower job")  # fmt: skip
     parser.add_argument("--bound-videos", type=int, default=128)
     parser.add_argument("--min-duration", type=float, default=10)
     parser.add_argument("--max-duration", type=float, default=20)
@@ -457,19 +544,28 @@ def main() -> int:
     parser.add_argument("--job", nargs=2, action="append", metavar=("LABEL", "OPTIONS"),
                         help="a job to run: label and space-separated cfg options; default "
                         "hybrid (the config as it is) and cpu_only")  # fmt: skip
-    parser.add_argument("--cpu-only-actors", type=int, default=8,
-                        help="feature actors of the cpu_only job (each runs the config's "
-                        "pipeline.calls_per_actor calls at once)")  # fmt: skip
     parser.add_argument("--extra-job", nargs=2, action="append", default=[],
                         metavar=("LABEL", "OPTIONS"), help="a job to run after the others "
                         "(reported, not in the headline figures)")  # fmt: skip
+    parser.add_argument("--skip-tsn", action="store_true",
+                        help="no TSN bounds and jobs (with --update: SlowOnly in a later call)")  # fmt: skip
+    parser.add_argument("--update", action="store_true", help="add to the --output file's "
+                        "results instead of starting afresh (the parts run now replace theirs)")  # fmt: skip
     parser.add_argument("--previous", help="an earlier results file: its headline figures "
                         "are kept as previous_run")  # fmt: skip
-    parser.add_argument("--slowonly-copies", type=int, default=0, help="0: no SlowOnly job")
-    parser.add_argument("--slowonly", action="store_true", help="SlowOnly's precisions and bound")
+    parser.add_argument("--slowonly", action="store_true", help="SlowOnly's precisions and bounds")
+    parser.add_argument("--slowonly-copies", type=int, default=0,
+                        help="copies in the SlowOnly job's manifest; 0: no SlowOnly job")  # fmt: skip
+    parser.add_argument("--slowonly-cpu-only", action="store_true",
+                        help="also the SlowOnly job with CPU decoding only")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="also torch.compile SlowOnly")
-    args = parser.parse_args()
+    parser.add_argument("--cpu-rehearsal", action="store_true", help="run on a machine without "
+                        "a GPU, everything tiny, to try the command (figures mean nothing)")  # fmt: skip
+    return parser.parse_args()
 
+
+def main() -> int:
+    args = parse_args()
     import torch
 
     from core.runtime import package_versions, setup_logging
@@ -480,63 +576,94 @@ def main() -> int:
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    cfg = load(TSN)
-    cpu_only = [f"extractor.num_actors={args.cpu_only_actors}",
-                "pipeline.nvdec_actors_per_node=0", "sampling.decoder=cpu"]  # fmt: skip
-    job_list = (args.job or [["hybrid", ""], ["cpu_only", " ".join(cpu_only)]]) + args.extra_job
-    result: dict = {
+    call = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(0), "cpu_cores": os.cpu_count(),
+        "command": "python -m benchmarks.extract " + shlex.join(sys.argv[1:]),
+        "parts": (["tsn"] if not args.skip_tsn else [])
+        + (["slowonly"] if args.slowonly or args.slowonly_copies else []),
+    }  # fmt: skip
+    result: dict = {}
+    if args.update and pathlib.Path(args.output).exists():
+        result = json.loads(pathlib.Path(args.output).read_text())
+    result |= {
+        "device": "cpu (rehearsal)" if args.cpu_rehearsal else torch.cuda.get_device_name(0),
+        "cpu_cores": os.cpu_count(),
         "packages": package_versions(("torch", "ray", "mmaction2", "av", "PyNvVideoCodec")),
         "ray_data": True,
-        "command": "python -m benchmarks.extract " + shlex.join(sys.argv[1:]),
     }  # fmt: skip
+    result["calls"] = result.get("calls", []) + [call]
     if args.previous:
         result["previous_run"] = previous_run(args.previous)
-    with tempfile.TemporaryDirectory() as tmp:
+    with _workdir(args.workdir) as work:
         t0 = time.perf_counter()
-        paths, manifest = make_corpus(tmp, args)
-        result["corpus"] = {
-            "distinct_videos": len(paths), "copies": args.copies,
-            "videos": len(paths) * args.copies, "resolution": "1280x720", "fps": 30,
-            "codec": "h264", "seconds_to_make": time.perf_counter() - t0,
-        }  # fmt: skip
-        sampling = dataclasses.asdict(cfg.sampling)
-        bound_paths = (paths * args.bound_videos)[: args.bound_videos]
-        bounds = {"cpu": decode_bound(bound_paths, sampling, args.workers, "cpu")}
-        reason = nvdec_reason()
-        result["nvdec"] = reason is None
-        if reason is None:
-            # as many decoding processes as the job has NVDEC streams (actors x calls each)
-            n = (cfg.pipeline.nvdec_actors_per_node or 4) * cfg.pipeline.calls_per_actor
-            bounds["nvdec"] = decode_bound(bound_paths, sampling, n, "nvdec")
-        else:
-            result["nvdec_unavailable_because"] = reason
-        result["decode_bound"] = bounds
-        _show("decode_bound", bounds)
-        per_video_s = bounds["cpu"]["video_seconds"] / bounds["cpu"]["videos"]
-        result["corpus"]["video_seconds"] = per_video_s * result["corpus"]["videos"]
+        paths, made = make_corpus(work, args)
+        if not args.skip_tsn:
+            result["date"], result["command"] = call["date"], call["command"]
+            result["corpus"] = {
+                "distinct_videos": len(paths), "copies": args.copies,
+                "cpu_only_copies": args.cpu_only_copies or args.copies,
+                "resolution": "1280x720", "fps": 30, "codec": "h264",
+                "seconds_to_make": time.perf_counter() - t0 if made else None,
+            }  # fmt: skip
+            tsn(args, paths, work, result)
+        if args.slowonly or args.slowonly_copies:
+            result["slowonly"] = slowonly(args, paths, work)
+            result["slowonly"]["date"] = call["date"]
+    _save(args.output, result)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("jobs", "slowonly")}, indent=2))
+    return 0
+
+
+@contextlib.contextmanager
+def _workdir(folder: str | None):
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield tmp
+
+
+def tsn(args, paths: list[str], work: str, result: dict) -> None:
+    """The TSN part: decode and recognizer bounds, then the jobs, saved after each job."""
+    cfg = load(TSN)
+    rehearsal = CPU_REHEARSAL if args.cpu_rehearsal else []
+    job_list = (args.job or [["hybrid", ""], ["cpu_only", " ".join(CPU_ONLY)]]) + args.extra_job
+    sampling = dataclasses.asdict(cfg.sampling)
+    bound_paths = (paths * args.bound_videos)[: args.bound_videos]
+    bounds = {"cpu": decode_bound(bound_paths, sampling, args.workers, "cpu")}
+    reason = "--cpu-rehearsal" if args.cpu_rehearsal else nvdec_reason()
+    result["nvdec"] = reason is None
+    if reason is None:
+        # as many decoding processes as the job has NVDEC streams (actors x calls each)
+        n = (cfg.pipeline.nvdec_actors_per_node or 4) * cfg.pipeline.calls_per_actor
+        bounds["nvdec"] = decode_bound(bound_paths, sampling, n, "nvdec")
+    else:
+        result["nvdec_unavailable_because"] = reason
+    result["decode_bound"] = bounds
+    _show("decode_bound", bounds)
+    per_video_s = bounds["cpu"]["video_seconds"] / bounds["cpu"]["videos"]
+    corpus = result["corpus"]
+    corpus["video_seconds_per_copy_of_the_corpus"] = per_video_s * len(paths)
+    if not args.cpu_rehearsal:
         result["recognizer_bound"] = recognizer_bound(cfg)
         _show("recognizer_bound", result["recognizer_bound"])
-        jobs_out = result["jobs"] = {}
-        for label, options in job_list:
-            if label != "cpu_only" and reason is not None and not options:
-                continue  # the hybrid job needs NVDEC
-            jobs_out[label] = run_job(label, str(TSN), manifest, options.split(), tmp)
-            j = jobs_out[label]
-            rate = (j.get("steady") or {}).get("videos_per_s")
-            if rate:
-                j["steady"]["fraction_of_cpu_decode_bound"] = rate / bounds["cpu"]["videos_per_s"]
-                j["steady"]["video_hours_per_hour"] = _hours_per_hour(rate, bounds["cpu"])
-            _show(label, {k: v for k, v in j.items() if k != "progress"})
-            result["jobs"] = jobs_out
-            _save(args.output, result)  # what is done so far, should a later part fail
+    jobs_out = result["jobs"] = {}
+    for label, options in job_list:
+        if label != "cpu_only" and reason is not None and not options and not rehearsal:
+            continue  # the hybrid job needs NVDEC
+        copies = corpus["cpu_only_copies"] if label == "cpu_only" else args.copies
+        manifest = write_manifest(work, paths, copies, f"manifest-{copies}")
+        j = run_job(label, str(TSN), manifest, options.split() + rehearsal, work)
+        j["copies"], j["video_seconds"] = copies, per_video_s * len(paths) * copies
+        rate = (j.get("steady") or {}).get("videos_per_s")
+        if rate:
+            j["steady"]["fraction_of_cpu_decode_bound"] = rate / bounds["cpu"]["videos_per_s"]
+            j["steady"]["video_hours_per_hour"] = _hours_per_hour(rate, bounds["cpu"])
+        jobs_out[label] = j
+        _show(label, {k: v for k, v in j.items() if k != "progress"})
         _headline(result)
-        if args.slowonly or args.slowonly_copies:
-            result["slowonly"] = slowonly(args, paths, tmp, cpu_only)
-    _save(args.output, result)
-    print(json.dumps({k: v for k, v in result.items() if k != "jobs"}, indent=2))
-    return 0
+        _save(args.output, result)  # what is done so far, should a later part fail
 
 
 def _headline(result: dict) -> None:
@@ -551,9 +678,16 @@ def _headline(result: dict) -> None:
     result["end_to_end_videos_per_s"] = steady("hybrid")
     if steady("hybrid"):
         result["video_hours_per_hour"] = _hours_per_hour(steady("hybrid"), bound)
+    if steady("cpu_only"):
+        result["cpu_only_video_hours_per_hour"] = _hours_per_hour(steady("cpu_only"), bound)
+        result["cpu_only_fraction_of_cpu_decode_bound"] = steady("cpu_only") / bound["videos_per_s"]
     if steady("hybrid") and steady("cpu_only"):
         result["hybrid_over_cpu_only"] = steady("hybrid") / steady("cpu_only")
     result["start_up_s"] = {k: v.get("start_up_s") for k, v in jobs_out.items()}
+    result["steady_window_s"] = {
+        k: (v.get("steady") or {}).get("to_s", 0) - (v.get("steady") or {}).get("from_s", 0)
+        for k, v in jobs_out.items()
+    }
     result["gpu_util_pct_steady"] = {
         k: v.get("monitors", {}).get("gpu", {}).get("util_pct", {}).get("steady_mean")
         for k, v in jobs_out.items()
@@ -566,7 +700,7 @@ def _headline(result: dict) -> None:
 HEADLINE = (
     "date", "commit", "command", "corpus", "decode_bound", "end_to_end_cpu_only_videos_per_s",
     "end_to_end_videos_per_s", "hybrid_over_cpu_only", "video_hours_per_hour", "start_up_s",
-    "cpu_plus_nvdec_decode_bound_videos_per_s",
+    "gpu_util_pct_steady", "cpu_plus_nvdec_decode_bound_videos_per_s",
 )  # fmt: skip
 
 
@@ -582,27 +716,45 @@ def previous_run(path: str) -> dict:
     return out
 
 
-def slowonly(args, paths: list[str], tmp: str, cpu_only: list[str]) -> dict:
+def slowonly(args, paths: list[str], work: str) -> dict:
+    """The SlowOnly part: the recognizer's precisions, the decode bounds and the job."""
     cfg = load(SLOWONLY)
+    rehearsal = CPU_REHEARSAL if args.cpu_rehearsal else []
     out: dict = {"config": os.path.relpath(SLOWONLY, REPO)}
-    out["precision"] = precision_variants(cfg, paths, args.compile)
+    if args.cpu_rehearsal:
+        out["precision"] = precision_variants(cfg, paths, args.compile, "cpu", batch=2, reps=1)
+    else:
+        out["precision"] = precision_variants(cfg, paths, args.compile)
     _show("slowonly_precision", out["precision"])
     sampling = dataclasses.asdict(cfg.sampling)
     bound_paths = (paths * args.bound_videos)[: args.bound_videos]
-    out["decode_bound_cpu"] = decode_bound(bound_paths, sampling, args.workers, "cpu")
-    _show("slowonly_decode_bound_cpu", out["decode_bound_cpu"])
+    bounds = out["decode_bound"] = {"cpu": decode_bound(bound_paths, sampling, args.workers, "cpu")}
+    reason = "--cpu-rehearsal" if args.cpu_rehearsal else nvdec_reason()
+    if reason is None:
+        n = cfg.pipeline.nvdec_actors_per_node * cfg.pipeline.calls_per_actor
+        bounds["nvdec"] = decode_bound(bound_paths, sampling, n, "nvdec")
+    _show("slowonly_decode_bound", bounds)
     if not args.slowonly_copies:
         return out
-    manifest = write_manifest(tmp, paths, args.slowonly_copies, "manifest-slowonly")
-    for label, options in (("hybrid", []), ("cpu_only", cpu_only)):
-        if label == "hybrid" and nvdec_reason() is not None:
+    manifest = write_manifest(work, paths, args.slowonly_copies, "manifest-slowonly")
+    jobs = [("hybrid", [])] + ([("cpu_only", CPU_ONLY)] if args.slowonly_cpu_only else [])
+    per_video_s = bounds["cpu"]["video_seconds"] / bounds["cpu"]["videos"]
+    for label, options in jobs:
+        if label == "hybrid" and reason is not None and not rehearsal:
             continue
-        j = run_job(f"slowonly-{label}", str(SLOWONLY), manifest, options, tmp)
-        rate = (j.get("steady") or {}).get("videos_per_s")
-        if rate:
-            j["steady"]["fraction_of_cpu_decode_bound"] = (
-                rate / out["decode_bound_cpu"]["videos_per_s"]
-            )
+        j = run_job(f"slowonly-{label}", str(SLOWONLY), manifest, options + rehearsal, work)
+        j["copies"] = args.slowonly_copies
+        j["video_seconds"] = per_video_s * len(paths) * args.slowonly_copies
+        steady = j.get("steady") or {}
+        if steady.get("videos_per_s"):
+            rate = steady["videos_per_s"]
+            steady["fraction_of_cpu_decode_bound"] = rate / bounds["cpu"]["videos_per_s"]
+            if "nvdec" in bounds:
+                both = bounds["cpu"]["videos_per_s"] + bounds["nvdec"]["videos_per_s"]
+                steady["fraction_of_cpu_plus_nvdec_decode_bound"] = rate / both
+            snippets = bounds["cpu"]["snippets_per_s"] / bounds["cpu"]["videos_per_s"]
+            steady["snippets_per_s"] = rate * snippets
+            steady["video_hours_per_hour"] = _hours_per_hour(rate, bounds["cpu"])
         out[label] = j
         _show(j["label"], {k: v for k, v in j.items() if k != "progress"})
     return out
