@@ -77,15 +77,26 @@ def build_optimizer(
     model: nn.Module, cfg: OptimSection, capturable: bool = False
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam over the trainable parameters and a step schedule stepped once per epoch
-    (``capturable``: Adam's state on the device and its update as one fused kernel, for a
-    step captured as a CUDA graph)."""
+    (``capturable``: Adam's state and learning rate on the device and its update as one fused
+    kernel, for a step captured as a CUDA graph: the schedule writes the rate into that
+    tensor, so the graph needs no new capture when it changes)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    lr = _device_lr(cfg.lr, params[0].device) if capturable else cfg.lr
     optimizer = torch.optim.Adam(
-        params, lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=capturable,
+        params, lr=lr, weight_decay=cfg.weight_decay, capturable=capturable,
         fused=capturable or None,
     )  # fmt: skip
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, cfg.gamma)
     return optimizer, scheduler
+
+
+def _device_lr(lr: float | torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.tensor(float(lr), dtype=torch.float32, device=device)
+
+
+def learning_rate(optimizer: torch.optim.Optimizer) -> float:
+    """The first group's learning rate as a float (a tensor for a captured step)."""
+    return float(optimizer.param_groups[0]["lr"])
 
 
 def new_train_state(
@@ -104,7 +115,7 @@ def state_to_save(state: TrainState) -> dict[str, Any]:
     return {
         "model": model_weights(state.model),
         "optimizer": host_copy(state.optimizer.state_dict()),
-        "scheduler": state.scheduler.state_dict(),
+        "scheduler": host_copy(state.scheduler.state_dict()),
         "epoch": state.epoch,
         "history": [dict(h) for h in state.history],
         "torch_rng": torch.get_rng_state(),  # for the record: each epoch reseeds
@@ -114,8 +125,15 @@ def state_to_save(state: TrainState) -> dict[str, Any]:
 def restore_state(state: TrainState, saved: Mapping[str, Any]) -> None:
     """Loads a :func:`state_to_save` dict into a freshly built state (same config)."""
     state.model.load_state_dict(full_state_dict(state.model, saved["model"]), strict=True)
+    built_lr = [g["lr"] for g in state.optimizer.param_groups]
     state.optimizer.load_state_dict(saved["optimizer"])
     _match_layouts(state.optimizer)
+    for group, lr in zip(state.optimizer.param_groups, built_lr, strict=True):
+        # the saved rate in the form this optimizer was built with (a float, or a tensor on
+        # the device for a captured step), whichever form the checkpoint holds it in
+        group["lr"] = (
+            _device_lr(group["lr"], lr.device) if torch.is_tensor(lr) else float(group["lr"])
+        )
     state.scheduler.load_state_dict(saved["scheduler"])
     state.epoch = int(saved["epoch"])
     state.history = list(saved["history"])
@@ -225,7 +243,7 @@ def run_epoch(
     mean = [v / world for v in _all_reduce([losses[k] for k in keys], "sum", device)]
     out = dict(zip(keys, mean, strict=True))
     out.update(train_seconds=seconds, samples_per_s=steps * cfg.batch_size / seconds)
-    out.update(steps=steps, lr=state.optimizer.param_groups[0]["lr"])
+    out.update(steps=steps, lr=learning_rate(state.optimizer))
     return out
 
 

@@ -168,7 +168,7 @@ class GraphedStep:
         self.idx_B = torch.arange(batch_size, device=device) % len(shard)
         self.sums: dict[str, torch.Tensor] = {}
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.captured_lr: list[float] = []
+        self.captured_lr: list[float | torch.Tensor] = []
         self._warm_up()
 
     def _body(self) -> None:
@@ -208,8 +208,10 @@ class GraphedStep:
         self.captured_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def needs_capture(self) -> bool:
-        """Whether the next :meth:`run` captures the step (the first, or a new learning rate)."""
-        return [g["lr"] for g in self.optimizer.param_groups] != self.captured_lr
+        """Whether the next :meth:`run` captures the step: the first, or a new learning rate
+        that the graph does not read (a float baked into the kernels, or another tensor)."""
+        now = [g["lr"] for g in self.optimizer.param_groups]
+        return len(now) != len(self.captured_lr) or not all(map(_same_lr, now, self.captured_lr))
 
     def run(self, batches: Iterable[np.ndarray]) -> dict[str, torch.Tensor]:
         """Replays the step for each batch of row indices; the summed losses (on device)."""
@@ -226,6 +228,14 @@ class GraphedStep:
             self.idx_B.copy_(idx_B)
             self.graph.replay()
         return {k: v.clone() for k, v in self.sums.items()}
+
+
+def _same_lr(now: float | torch.Tensor, captured: float | torch.Tensor) -> bool:
+    """Whether a captured step still applies ``now``: a tensor rate is the very tensor the
+    graph reads (the schedule updates it in place), a float one equals what was baked in."""
+    if torch.is_tensor(now) or torch.is_tensor(captured):
+        return now is captured
+    return now == captured
 
 
 def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:

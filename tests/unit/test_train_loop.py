@@ -67,22 +67,45 @@ def test_training_learns_the_encoded_segments(corpus):
     assert state.model.training  # validation put it back
 
 
-def test_restored_state_continues_exactly_like_an_uninterrupted_run(corpus, tmp_path):
+@pytest.mark.parametrize("capturable", [False, True], ids=["float_lr", "tensor_lr"])
+def test_restored_state_continues_exactly_like_an_uninterrupted_run(corpus, tmp_path, capturable):
+    """Also with the captured step's optimizer (fused Adam, the learning rate a tensor that
+    the schedule updates in place): the restored rate is again such a tensor."""
     _, shards = corpus
     c = cfg(optim=OptimSection(lr=2e-3, milestones=[2]))
-    straight = loop.new_train_state(MODEL, c, "cpu")
+    straight = loop.new_train_state(MODEL, c, "cpu", capturable)
+    lr_tensor = straight.optimizer.param_groups[0]["lr"]
     train(straight, shards["train"], c, until=3)
-    interrupted = loop.new_train_state(MODEL, c, "cpu")
+    if capturable:  # updated in place
+        assert straight.optimizer.param_groups[0]["lr"] is lr_tensor
+    interrupted = loop.new_train_state(MODEL, c, "cpu", capturable)
     train(interrupted, shards["train"], c, until=1)
     loop.save_state_file(interrupted, str(tmp_path))
     torch.manual_seed(123)  # whatever the process did before does not matter
-    resumed = loop.new_train_state(MODEL, c, "cpu")
+    resumed = loop.new_train_state(MODEL, c, "cpu", capturable)
     loop.restore_state(resumed, loop.load_state_file(str(tmp_path)))
     assert resumed.epoch == 1
+    assert torch.is_tensor(resumed.optimizer.param_groups[0]["lr"]) == capturable
     train(resumed, shards["train"], c, until=3)
-    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)
+    assert loop.learning_rate(resumed.optimizer) == pytest.approx(2e-4)
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_a_tensor_rate_checkpoint_resumes_an_eager_run(corpus, tmp_path):
+    """A train state saved by the captured step (its rate a tensor) continues on a device
+    where the step runs eagerly (a float rate), and the other way round."""
+    _, shards = corpus
+    c = cfg(optim=OptimSection(lr=2e-3, milestones=[1]))
+    for saved_with, resumed_with in ((True, False), (False, True)):
+        state = loop.new_train_state(MODEL, c, "cpu", saved_with)
+        train(state, shards["train"], c, until=1)
+        loop.save_state_file(state, str(tmp_path))
+        resumed = loop.new_train_state(MODEL, c, "cpu", resumed_with)
+        loop.restore_state(resumed, loop.load_state_file(str(tmp_path)))
+        assert torch.is_tensor(resumed.optimizer.param_groups[0]["lr"]) == resumed_with
+        assert loop.learning_rate(resumed.optimizer) == pytest.approx(2e-4)
+        train(resumed, shards["train"], c, until=2)
 
 
 def test_export_best_loads_as_a_localizer(corpus, tmp_path):

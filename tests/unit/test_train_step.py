@@ -135,3 +135,15 @@ def test_span_loss_without_nonzero_equals_the_picked_cells_loss():
     none = head.loss(head(feats, None), BMNTargets(None, None, None, None, class_BDT * 0 - 1))
     assert none.item() == 0.0
     assert torch.equal(torch.autograd.grad(none, feats)[0], torch.zeros_like(feats))
+
+
+def test_a_captured_step_follows_a_tensor_rate_and_recaptures_for_a_float_one():
+    """``_same_lr``: a tensor rate is read by the graph (same tensor: no new capture, even
+    with a new value), a float one is baked in (a new value needs a new capture)."""
+    rate = torch.tensor(1e-3)
+    assert step._same_lr(rate, rate)
+    rate.fill_(1e-4)
+    assert step._same_lr(rate, rate)
+    assert not step._same_lr(torch.tensor(1e-4), rate)
+    assert step._same_lr(1e-3, 1e-3) and not step._same_lr(1e-4, 1e-3)
+    assert not step._same_lr(1e-4, rate)
