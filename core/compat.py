@@ -125,10 +125,40 @@ def disable_broken_multimodal() -> None:
             serves_vindlu = "apply_chunking_to_forward" in f.read()
     except OSError:
         serves_vindlu = False
-    if not serves_vindlu:
-        import mmaction.utils.dependency as dependency
-
+    if serves_vindlu:
+        return
+    dependency = sys.modules.get(_DEPENDENCY_MODULE)
+    if dependency is not None:
         dependency.WITH_MULTIMODAL = False
+    elif not any(isinstance(f, _MultimodalOffFinder) for f in sys.meta_path):
+        # set when mmaction imports the module: importing it here would import mmaction, mmcv
+        # and torch (seconds) in every process that imports core, used or not
+        sys.meta_path.insert(0, _MultimodalOffFinder())
+
+
+_DEPENDENCY_MODULE = "mmaction.utils.dependency"
+
+
+class _MultimodalOffFinder(importlib.abc.MetaPathFinder):
+    """First on ``sys.meta_path`` until mmaction imports ``mmaction.utils.dependency``: lets
+    the other finders find the module and sets its ``WITH_MULTIMODAL`` to False once it has
+    run (before mmaction's multimodal package reads it)."""
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None):
+        if fullname != _DEPENDENCY_MODULE:
+            return None
+        sys.meta_path.remove(self)  # once
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module: types.ModuleType) -> None:
+            run(module)
+            module.WITH_MULTIMODAL = False
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 install_drn_placeholder()
