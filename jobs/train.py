@@ -29,6 +29,25 @@ from core.train.config import TrainConfig, validate_train_config
 
 log = logging.getLogger("jobs.train")
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # how often Ray Train polls its workers
+OBJECT_STORE_BYTES = 2 * 2**30  # the embedded Ray's object store: configs and reports only
+
+
+def embedded_ray_env() -> dict[str, str]:
+    """Settings of the embedded Ray (ray 2.60, read from the environment by its processes):
+    its controller polls a finished run sooner (every 0.5 s, default 2 s); no idle worker
+    processes prestarted per CPU (Ray Train's actors set env vars, so each gets a process of
+    its own: the prestarted ones, 16 on a 16-core node, only compete with them as the run
+    starts); an object store of at most 2 GiB instead of 30% of memory (setting up a large
+    one is part of Ray's start)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        memory = 0
+    env = {HEALTH_CHECK_ENV: "0.5", "RAY_prestart_worker_first_driver": "false"}
+    if memory > 0:
+        share = min(0.3, OBJECT_STORE_BYTES / memory)
+        env["RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"] = f"{share:.4f}"
+    return env
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     start = time.perf_counter()
-    # the trainer's imports (torch, MMAction2, pyarrow, matplotlib) while Ray starts
+    if not os.environ.get("RAY_ADDRESS"):  # an embedded Ray (what the user set wins), set
+        for key, value in embedded_ray_env().items():  # before anything imports ray
+            os.environ.setdefault(key, value)
+    # the trainer's imports (torch, pyarrow, matplotlib) while Ray starts
     importer = threading.Thread(target=importlib.import_module, args=("core.train.trainer",))
     importer.start()
-    if not os.environ.get("RAY_ADDRESS"):  # an embedded Ray: its controller notices a
-        os.environ.setdefault(HEALTH_CHECK_ENV, "0.5")  # finished run sooner (default 2 s)
     runtime.init_ray(num_cpus=embedded_cpus(cfg, args.num_cpus))
     ray_seconds = time.perf_counter() - start
     importer.join()

@@ -15,7 +15,11 @@ _base_ = "../_base_/models/bmn_cls_400x100.py"
 
 epochs = 9
 batch_size = 16  # global: each of N workers takes 16 / N
-val_batch_size = 64
+# validation batches of 500 videos: Soft-NMS runs its 100 picks once per batch, so few large
+# batches keep each epoch's validation (beside the next epoch's training, on the same GPU)
+# shorter than that epoch (on an H200, 1,000 videos alone: 0.69 s in batches of 64, 0.33 s
+# of 256, 0.18 s of 1,000)
+val_batch_size = 500
 optim = dict(lr=1e-3, weight_decay=1e-4, grad_clip_max_norm=40.0, milestones=[7], gamma=0.1)
 data = dict(train_subset="training", val_subset="validation", val_annotations=None)
 scaling = dict(num_workers=2, use_gpu=True, cpus_per_worker=4)

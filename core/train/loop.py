@@ -377,11 +377,14 @@ def train_loop_per_worker(
     pool = figures.FigurePool() if rank == 0 and last_epoch(cfg) == cfg.epochs else None
     start = time.perf_counter()
     state = new_train_state(loop_config["model_cfg"], cfg, str(device))
+    timings["time_model_new_s"] = time.perf_counter() - start  # of time_model_build_s
     graphs = step.graphs_apply(device, world, state.model)
     if graphs:  # Adam's state on the device, for the captured step
         state.optimizer, state.scheduler = build_optimizer(state.model, cfg.optim, True)
     _restore_from_ray(state)
+    before_prepare = time.perf_counter()
     net = ray.train.torch.prepare_model(state.model)
+    timings["time_prepare_model_s"] = time.perf_counter() - before_prepare  # of it too
     timings["time_model_build_s"] = time.perf_counter() - start
     start = time.perf_counter()
     train_rows, val_shard = rows or worker.read_rows(training_set, rank, world, device)

@@ -71,7 +71,9 @@ class TrainSummary:
     (Ray Train, of which the workers': ``time_worker_start_s`` until the loop runs, of which
     ``time_worker_process_s`` until the worker's process existed,
     ``time_rows_and_imports_s`` reading the rows while the training code imports (of which
-    ``time_read_rows_s`` and ``time_worker_imports_s``), ``time_model_build_s``,
+    ``time_read_rows_s`` and ``time_worker_imports_s``), ``time_model_build_s`` (of which
+    ``time_model_new_s`` the model and optimizer, ``time_prepare_model_s`` Ray's
+    ``prepare_model``),
     ``time_ingest_s`` the targets (and the rows when not read before), ``time_graph_warmup_s``,
     ``time_final_task_s``, ``time_report_s``), ``time_after_fit_s``; per epoch see the
     history (``train_seconds``, ``val_seconds``)."""
