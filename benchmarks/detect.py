@@ -20,8 +20,11 @@ the same model weights:
 * **bounds**: ``--decode-workers`` processes that only decode keyframes and clips as the
   job's decoding tasks do (no model); each model alone on the GPU as an actor calls it, on
   real keyframes and clips, at the config's batch size and larger, in float32 (the config's)
-  and under bfloat16 autocast (not what the job runs: how much precision would give, with the
-  largest difference of its outputs from float32's);
+  and under float16 and bfloat16 autocast (not what the job runs: how much precision would
+  give, with how far its outputs are from float32's: boxes matched by overlap, scores);
+* **detector profile**: the parts of one detector call on random 720p frames, one CPU thread
+  (its input made on the device, backbone and FPN, RPN, RoI head), with mmdet's own CPU test
+  pipeline and pre-processor on the same batch for comparison;
 * **ours**: ``python -m jobs.detect`` as a user runs it (a subprocess: the CLI, embedded Ray,
   Ray Data actor pools) on all ``distinct x copies`` videos: the CLI's wall time, start-up
   (to the first committed batch) apart from the steady rate (keyframes committed between 10%
@@ -29,8 +32,7 @@ the same model weights:
   with ``nvidia-smi`` every 0.25 s. ``--job-limit`` stops a job that runs longer (the steady
   window then ends at its last commit, and the results say so);
 * **variants** (``--variant LABEL OPTIONS``): the job again with other options, in the time
-  ``--deadline`` leaves; ``--profile-detector`` instead times only the parts of one detector
-  call (mmdet's CPU test pipeline, pre-processor, backbone, RPN, RoI head) on random frames.
+  ``--deadline`` leaves; ``--profile-detector`` runs only the detector profile.
 
 Models: the production config (``configs/detect/slowonly_r101_ava21.py``: Faster R-CNN R50-FPN
 at 1333 x 800, SlowOnly-R101 8 x 8 at short side 256) with seeded random weights, saved as
@@ -768,6 +770,7 @@ def main() -> None:
         left = args.deadline - (time.perf_counter() - t0) - 20 if args.deadline else args.job_limit
         if left < 60:
             result.setdefault("variants_skipped", []).append(f"{label}: {left:.0f} s left")
+            save()
             continue
         extra = {k: _literal(v) for k, v in (kv.split("=", 1) for kv in text.split())}
         try:
