@@ -28,13 +28,17 @@ def new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+def init_ray(
+    num_cpus: int | None = None, num_gpus: int | None = None, setup_hook: str | None = None
+) -> None:
     """Connects to the cluster a job was submitted to (``RAY_ADDRESS``, set by
     ``ray job submit``), or starts a local Ray embedded in this process.
 
     S3 endpoint and region variables are forwarded to the workers, so that an
     ``endpoint_url`` set for this job reaches every task. Credentials are not forwarded:
     workers read them from their own environment or instance profile as usual.
+    ``setup_hook``: the embedded Ray's ``worker_process_setup_hook`` (a function's dotted
+    name, run first in every worker process).
     """
     import ray
 
@@ -47,6 +51,8 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
         ray.init(runtime_env=runtime_env, log_to_driver=True)
     else:
         log.info("starting an embedded local Ray")
+        if setup_hook:
+            runtime_env = {**(runtime_env or {}), "worker_process_setup_hook": setup_hook}
         ray.init(
             num_cpus=num_cpus,
             num_gpus=num_gpus,

@@ -80,6 +80,21 @@ def embedded_cpus(cfg: TrainConfig, requested: int | None) -> int:
     return requested or max(os.cpu_count() or 1, needed)
 
 
+WARM_MIN_CPUS = 8
+
+
+def warm_hook() -> str | None:
+    """The embedded Ray's worker setup hook (:mod:`core.train.warm`: torch imported from each
+    worker process's start), on nodes of at least 8 cores: every process of the run imports
+    torch then, Ray's own helper actors and the figure processes too, which on a node of few
+    cores would compete with the ones that need it."""
+    if (os.cpu_count() or 1) < WARM_MIN_CPUS:
+        return None
+    from core.train.warm import HOOK
+
+    return HOOK
+
+
 def process_timings(main_started_at: float, started: float) -> dict[str, float]:
     """``time_to_main_s`` (the interpreter's start and this module's imports, where /proc
     tells), ``time_config_s`` (until Ray's start) and ``finished_at_unix`` (now)."""
@@ -110,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     # the trainer's imports (torch, pyarrow, matplotlib) while Ray starts
     importer = threading.Thread(target=importlib.import_module, args=("core.train.trainer",))
     importer.start()
-    runtime.init_ray(num_cpus=embedded_cpus(cfg, args.num_cpus))
+    runtime.init_ray(num_cpus=embedded_cpus(cfg, args.num_cpus), setup_hook=warm_hook())
     ray_seconds = time.perf_counter() - start
     importer.join()
     from core.train.data import TrainDataError

@@ -2,10 +2,10 @@
 
 Ray Train ships the worker function by reference, so the module that defines it is imported
 before the function runs: in the controller's process and in every worker's, ahead of
-anything useful. This module imports only torch, pyarrow and the data layer; the model, the
-step and MMAction2 (:mod:`core.train.loop`, several seconds of imports) load in a second
-thread while the worker reads its rows from the files, then :func:`core.train.loop.
-train_loop_per_worker` runs on them.
+anything useful. This module imports only torch, pyarrow and the data layer; the model and
+the step (:mod:`core.train.loop`) and what torch loads lazily on first use
+(:data:`LAZY_TORCH_MODULES`) load in a second thread while the worker reads its rows from
+the files, then :func:`core.train.loop.train_loop_per_worker` runs on them.
 
 :class:`WorldAwareTorchConfig` is Ray Train's torch setup without a process group for a
 single worker (nothing to reduce, no DDP): a run of one worker starts without NCCL's set-up.
@@ -50,12 +50,20 @@ class WorldAwareTorchConfig(TorchConfig):
         return _WorldAwareBackend
 
 
-class _Importer(threading.Thread):
-    """Imports a module in the background; :meth:`module` joins and raises what it raised."""
+LAZY_TORCH_MODULES = ("torch._dynamo",)
+"""What torch imports on first use rather than with ``import torch``: ``torch._dynamo`` at
+the first optimizer's construction (torch 2.11-2.13: seconds, 5.9 s in a worker on the GPU
+machine), imported here beside the rows instead of inside the model's build."""
 
-    def __init__(self, name: str) -> None:
+
+class _Importer(threading.Thread):
+    """Imports a module, then ``also``, in the background; :meth:`module` joins and raises
+    what the first import raised (the others are only early: their users import them)."""
+
+    def __init__(self, name: str, also: tuple[str, ...] = ()) -> None:
         super().__init__(name=f"import-{name}", daemon=True)
         self.target, self.result, self.error, self.seconds = name, None, None, 0.0
+        self.also = also
 
     def run(self) -> None:
         start = time.perf_counter()
@@ -63,6 +71,11 @@ class _Importer(threading.Thread):
             self.result = importlib.import_module(self.target)
         except BaseException as e:  # noqa: BLE001  (re-raised on the worker's thread)
             self.error = e
+        for name in self.also if self.error is None else ():
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001  (imported again, with its error, where used)
+                break
         self.seconds = time.perf_counter() - start
 
     def module(self):
@@ -79,7 +92,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     entered_at, start = time.time(), time.perf_counter()
-    importer = _Importer("core.train.loop")
+    importer = _Importer("core.train.loop", also=LAZY_TORCH_MODULES)
     importer.start()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
