@@ -291,6 +291,32 @@ def worker_group_log(since: float, ray_temp: str = "/tmp/ray") -> list[str]:
     return lines[-40:]
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (None outside git), with ``+dirty`` for uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def previous_run(path: Path) -> dict:
+    """An earlier results file's job figures (wall, split, rates, metrics) and its step rates."""
+    old = json.loads(path.read_text())
+    job = old.get("job", {})
+    keep = ("job_wall_seconds", "epochs", "videos", "split", "train_samples_per_s",
+            "final_metrics")  # fmt: skip
+    out = {k: old[k] for k in ("date", "device", "commit", "code_note") if k in old}
+    out["job"] = {k: job[k] for k in keep if k in job}
+    step = old.get("step", {})
+    out["step_samples_per_s"] = {m: step[m]["samples_per_s"] for m in STEP_MODES
+                                 if isinstance(step.get(m), dict) and "samples_per_s" in step[m]}  # fmt: skip
+    return out
+
+
 # phases of the job's own split that follow one another (the rest: Ray Train's set-up of the
 # run before the workers are asked to start, its teardown, the worker's report waits)
 ACCOUNTED = ("time_to_main_s", "time_config_s", "time_ray_init_s", "time_prepare_s",
@@ -319,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-root", action="append", default=[], type=Path,
                         help="also run this checkout's job (e.g. the code before a change)")  # fmt: skip
     parser.add_argument("--skip-step", action="store_true")
+    parser.add_argument("--previous", type=Path,
+                        help="an earlier results file: its job figures are kept as previous_run")  # fmt: skip
     args = parser.parse_args(argv)
     start = time.perf_counter()
     table, annotations, rows = make_corpus(args)
@@ -334,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         "corpus_seconds": time.perf_counter() - start,
     }  # fmt: skip
     report["args"]["job_root"] = [str(p) for p in args.job_root]
+    report["args"]["previous"] = str(args.previous) if args.previous else None
+    report["commit"] = git_commit()
+    if args.previous:
+        report["previous_run"] = previous_run(args.previous)
 
     def save() -> None:  # after each part: a run cut short keeps what it measured
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
