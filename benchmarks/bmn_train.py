@@ -13,7 +13,7 @@ pass --temporal-dim 100 --feat-dim 400 for full size there.
 
 Configurations: ``upstream`` is ``BMN.forward(list_of_tensors, data_samples, mode='loss')``
 (numpy ``generate_labels`` + ``BMNLoss``) at the first --batch; ``ours`` is
-``BMNwActionCls.forward_tensors`` + ``make_targets`` + ``compute_loss`` at every --batch; both
+``BMNNet.forward_tensors`` + ``make_targets`` + ``compute_loss`` at every --batch; both
 in fp32 and under bf16 autocast, ours optionally also compiled (--compile).
 
 Shape legend: B batch, C feature channels, T temporal positions, G segments per video.
@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import core  # noqa: E402, F401  (upstream shims before mmaction)
-from core.models import BMNwActionCls, pad_ground_truth  # noqa: E402
+from core.models import BMNNet, pad_ground_truth  # noqa: E402
 
 NUM_CLASSES = 20
 
@@ -99,7 +99,7 @@ def ours_step_fn(
 ) -> tuple[Callable, object]:
     """One training step of ours: batched targets, fast BM stage, action head on."""
     torch.manual_seed(0)
-    model = BMNwActionCls(**model_kwargs(args), num_action_classes=NUM_CLASSES).to(device).train()
+    model = BMNNet(**model_kwargs(args), num_action_classes=NUM_CLASSES).to(device).train()
     optim = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
     forward = torch.compile(model.forward_tensors) if compile_model else model.forward_tensors
     feats_BCT = batch["feats_BCT"]

@@ -147,3 +147,25 @@ def test_refusals_exit_2_before_training(uninterrupted, features, tmp_path):
     assert rc(tmp_path / "a", options=["batch_size=7"]) == 2
     assert rc(tmp_path / "b", options=["model.feat_dim=400"]) == 2
     assert not (tmp_path / "a").exists()
+
+
+def test_the_command_line_job_ends_with_its_outputs_complete(features, tmp_path):
+    """``python -m jobs.train`` with its own embedded Ray ends its process right after the
+    summary (:func:`jobs.train.end_process`, no graceful Ray teardown): exit code 0 and
+    every output in place."""
+    import os
+    import subprocess
+
+    out = tmp_path / "cli"
+    args = train_args(features, str(out), options=["epochs=1", "scaling.num_workers=1"])
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.train", *args, "--num-workers", "1", "--num-cpus", "2"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert '"output_uri"' in stdout
+    for name in ("best.pth", "metrics.json", "history.json", "ar_an.png", "training_curves.png"):
+        assert (out / name).exists(), name
+    assert set(json.loads((out / "metrics.json").read_text())) >= set(METRIC_KEYS)
