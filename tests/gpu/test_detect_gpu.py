@@ -15,7 +15,10 @@ from core.detect.models import PersonDetector
 from core.detect.preprocess import resize_u8
 from tests.unit.test_detect_preprocess import SIZES, _mmdet_input
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+    pytest.mark.usefixtures("exact_fp32"),
+]
 
 
 @pytest.mark.parametrize(("size", "new"), SIZES)
@@ -25,14 +28,6 @@ def test_resize_on_cuda_is_opencv_bit_for_bit(size, new):
     got = resize_u8(torch.from_numpy(imgs).cuda(), nw, nh).cpu().numpy()
     for img, g in zip(imgs, got, strict=True):
         np.testing.assert_array_equal(g, cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR))
-
-
-@pytest.fixture(autouse=True)
-def exact_fp32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.fixture(scope="module")

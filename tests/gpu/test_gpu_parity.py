@@ -16,13 +16,7 @@ SMALL = dict(
     post_process_top_k=100, hidden_dim_1d=64, hidden_dim_2d=32, hidden_dim_3d=64,
 )  # fmt: skip
 
-
-@pytest.fixture(autouse=True)
-def exact_fp32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+pytestmark = pytest.mark.usefixtures("exact_fp32")
 
 
 def test_postprocess_cuda_equals_cpu():
