@@ -11,10 +11,11 @@ hundred, which at the recipe's batch of 16 is what bounds the eager loop (the GP
 small kernels). The capture needs warm-up steps; they run on a copy-and-restore of the weights,
 optimizer state and batch-norm statistics, so the state after capture is the state before. The
 PEM loss's sampling generator is registered with the graph and reseeded every epoch, as in the
-eager loop. Adam runs inside the graph (``capturable=True``, one fused kernel); the graph is
-captured again when the schedule changes the learning rate (a float baked into the captured
-kernels). On CUDA the boundary-matching output and ``x_2d_p``'s convolutions run channels-last
-(:func:`use_channels_last`), the layout bf16 convolutions are fastest in.
+eager loop. Adam runs inside the graph (``capturable=True``, one fused kernel) with its
+learning rate in a device tensor that the schedule updates in place, so a new rate needs no
+new capture (a float rate would be baked into the captured kernels: the graph is captured
+again when it changes). On CUDA the boundary-matching output and ``x_2d_p``'s convolutions
+run channels-last (:func:`use_channels_last`), the layout bf16 convolutions are fastest in.
 
 Shape legend: N rows of the shard, B batch, C channels, T positions, G segments per video.
 """
