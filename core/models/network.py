@@ -50,6 +50,10 @@ class BMNOutputs(NamedTuple):
     action_BXT: torch.Tensor | None = None
 
 
+def _relu() -> nn.ReLU:
+    return nn.ReLU(inplace=True)
+
+
 def _conv1d(c_in: int, c_out: int, kernel: int = 3, groups: int = 1) -> nn.Conv1d:
     return nn.Conv1d(c_in, c_out, kernel_size=kernel, padding=kernel // 2, groups=groups)
 
@@ -163,22 +167,21 @@ class BMNNet(nn.Module):
         T = self.tscale
         mask = interp1d_sample_mask(T, self.boundary_ratio, N, self.num_samples_per_bin)
         self.sample_mask = nn.Parameter(mask, requires_grad=False)
-        relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
         self.x_1d_b = nn.Sequential(
-            _conv1d(C, H, groups=4), relu(), _conv1d(H, H, groups=4), relu()
+            _conv1d(C, H, groups=4), _relu(), _conv1d(H, H, groups=4), _relu()
         )
         self.x_1d_s = nn.Sequential(
-            _conv1d(H, H, groups=4), relu(), _conv1d(H, 1, kernel=1), nn.Sigmoid()
+            _conv1d(H, H, groups=4), _relu(), _conv1d(H, 1, kernel=1), nn.Sigmoid()
         )
         self.x_1d_e = nn.Sequential(
-            _conv1d(H, H, groups=4), relu(), _conv1d(H, 1, kernel=1), nn.Sigmoid()
+            _conv1d(H, H, groups=4), _relu(), _conv1d(H, 1, kernel=1), nn.Sigmoid()
         )
-        self.x_1d_p = nn.Sequential(_conv1d(H, H), relu())
-        self.x_3d_p = nn.Sequential(nn.Conv3d(H, H3, kernel_size=(N, 1, 1)), relu())
+        self.x_1d_p = nn.Sequential(_conv1d(H, H), _relu())
+        self.x_3d_p = nn.Sequential(nn.Conv3d(H, H3, kernel_size=(N, 1, 1)), _relu())
         self.x_2d_p = nn.Sequential(
-            nn.Conv2d(H3, H2, kernel_size=1), relu(),
-            nn.Conv2d(H2, H2, kernel_size=3, padding=1), relu(),
-            nn.Conv2d(H2, H2, kernel_size=3, padding=1), relu(),
+            nn.Conv2d(H3, H2, kernel_size=1), _relu(),
+            nn.Conv2d(H2, H2, kernel_size=3, padding=1), _relu(),
+            nn.Conv2d(H2, H2, kernel_size=3, padding=1), _relu(),
             nn.Conv2d(H2, 2, kernel_size=1), nn.Sigmoid(),
         )  # fmt: skip
         # 1 where s + d < T, row d: [1] * (T - d) + [0] * d
