@@ -8,13 +8,29 @@ skipped; ``.ci/run`` fails when any of them is outside ``tests/gpu/``.
 
 from __future__ import annotations
 
+import collections
 import os
 import pathlib
 import socket
+import sys
 
 import pytest
 
 import core  # noqa: F401  (upstream shims before any test imports mmaction)
+
+
+@pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """Each test starts with the OpenMMLab default scope the previous one found: mmdet's
+    ``init_detector`` and ``init_default_scope`` set it for the whole process, and a test that
+    builds an MMAction2 model after one left "mmdet" set would look in mmdet's registries. The
+    same save and restore as mmengine's ``DefaultScope.overwrite_default_scope``."""
+    registry = sys.modules.get("mmengine.registry")
+    saved = {} if registry is None else dict(registry.DefaultScope._instance_dict)
+    yield
+    registry = sys.modules.get("mmengine.registry")  # the test may have imported it
+    if registry is not None:
+        registry.DefaultScope._instance_dict = collections.OrderedDict(saved)
 
 
 def _free_port() -> int:

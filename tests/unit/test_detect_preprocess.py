@@ -61,19 +61,19 @@ def _mmdet_input(model, cfg_detector, images_rgb):
 def test_input_equals_mmdet_pipeline_and_preprocessor(config_path, opencv_on_cpu):
     import mmdet.models  # noqa: F401
     from mmdet.registry import MODELS
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
 
     cfg, _ = config.load(config_path, DetectConfig)
-    init_default_scope("mmdet")
 
     class Model(torch.nn.Module):  # only the pre-processor of the config's detector
         def __init__(self):
             super().__init__()
             self.data_preprocessor = MODELS.build(cfg.detector.model["data_preprocessor"])
 
-    model = Model()
     images = np.random.default_rng(1).integers(0, 256, (3, 120, 200, 3), np.uint8)
-    ref = _mmdet_input(model, cfg.detector, list(images))
+    with DefaultScope.overwrite_default_scope("mmdet"):  # mmdet's registries, for this test only
+        model = Model()
+        ref = _mmdet_input(model, cfg.detector, list(images))
     pre = DetectorPreprocessor(model.data_preprocessor, cfg.detector.test_scale, opencv_on_cpu)
     ours = pre(images, "cpu", [0, 1, 2])
     assert ours.inputs_B3HpWp.shape == ref["inputs"].shape

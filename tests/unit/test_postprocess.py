@@ -54,21 +54,23 @@ def _mmaction_predict(conf_map_B2DT, start_BT, end_BT, facts, top_k) -> list[lis
     """MMAction2's ``BMN.predict`` on each video, its network replaced by the given outputs."""
     from mmaction.models.localizers import BMN
     from mmaction.structures import ActionDataSample
+    from mmengine.registry import DefaultScope
 
     T = start_BT.shape[1]
-    bmn = BMN(
-        temporal_dim=T,
-        boundary_ratio=0.5,
-        num_samples=2,
-        num_samples_per_bin=1,
-        feat_dim=4,
-        post_process_top_k=top_k,
-        feature_extraction_interval=INTERVAL,
-        hidden_dim_1d=4,
-        hidden_dim_2d=4,
-        hidden_dim_3d=4,
-        **SOFT_NMS,
-    )
+    with DefaultScope.overwrite_default_scope("mmaction"):  # whatever scope a test left set
+        bmn = BMN(
+            temporal_dim=T,
+            boundary_ratio=0.5,
+            num_samples=2,
+            num_samples_per_bin=1,
+            feat_dim=4,
+            post_process_top_k=top_k,
+            feature_extraction_interval=INTERVAL,
+            hidden_dim_1d=4,
+            hidden_dim_2d=4,
+            hidden_dim_3d=4,
+            **SOFT_NMS,
+        )
     results = []
     for b, meta in enumerate(facts):
         bmn._forward = lambda x, b=b: (
