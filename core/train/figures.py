@@ -55,9 +55,7 @@ def curves_figure(history: Sequence[Mapping[str, float]]) -> Figure:
 
 
 def write_training_curves(history: Sequence[Mapping[str, float]], uri: str) -> None:
-    buffer = io.BytesIO()
-    curves_figure(history).savefig(buffer, format="png")
-    storage.write_bytes(uri, buffer.getvalue())
+    storage.write_bytes(uri, plots.png_bytes(curves_figure(history)))
 
 
 def draw(kind: str, args: tuple, uri: str) -> None:
