@@ -84,10 +84,9 @@ WARM_MIN_CPUS = 8
 
 
 def warm_hook() -> str | None:
-    """The embedded Ray's worker setup hook (:mod:`core.train.warm`: torch imported from each
-    worker process's start), on nodes of at least 8 cores: every process of the run imports
-    torch then, Ray's own helper actors and the figure processes too, which on a node of few
-    cores would compete with the ones that need it."""
+    """The embedded Ray's worker setup hook (:mod:`core.train.warm`: torch imported from the
+    start of each training worker's process), on nodes of at least 8 cores: on fewer, the
+    background import competes for the cores with the worker's own start as an actor."""
     if (os.cpu_count() or 1) < WARM_MIN_CPUS:
         return None
     from core.train.warm import HOOK

@@ -39,10 +39,11 @@ from mmengine.config import Config
 from core import config as config_lib
 from core import storage
 from core.eval.report import METRICS
-from core.train import data, final_eval
+from core.train import data, final_eval, warm
+from core.train.backend import WorldAwareTorchConfig
 from core.train.config import TrainConfig, fingerprint_dict, validate_train_config
 from core.train.loop import FINAL_TASK, load_state_file
-from core.train.worker import WorldAwareTorchConfig, train_loop_per_worker
+from core.train.worker import train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ def make_trainer(
                 checkpoint_score_order="max",
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            worker_runtime_env=warm.worker_runtime_env(),
             **run_config_storage(output_uri),
         ),
     )

@@ -1,25 +1,41 @@
-"""The first thing each worker process of an embedded training run does (Ray's
-``worker_process_setup_hook``): start importing torch in a background thread.
+"""The first thing each training worker's process does (Ray's ``worker_process_setup_hook``):
+start importing torch in a background thread.
 
-Ray Train's controller and workers import torch when they unpickle the training function
-(:mod:`core.train.worker`, through ``ray.train.torch``), several seconds into their process's
-life: a thread that starts the import when the process starts overlaps it with the rest of
-the process's start as a Ray actor. The main thread's own ``import torch`` then waits for the
-thread's (one import, never two). Only torch: it imports nothing of Ray or of this project,
-so the two threads' imports cannot wait on each other.
+Ray Train's workers import torch when they unpickle the training function
+(:mod:`core.train.worker`), several seconds into their process's life: a thread that starts
+the import when the process starts overlaps it with the rest of the process's start as a Ray
+actor. The main thread's own ``import torch`` then waits for the thread's (one import, never
+two). Only torch: it imports nothing of Ray or of this project, so the two threads' imports
+cannot wait on each other.
+
+The hook is the embedded Ray's, so it runs in every worker process of the job, but it
+imports only where :data:`ENV` is set: in Ray Train's workers, whose runtime environment
+(:func:`worker_runtime_env`) sets it. Everywhere else (Ray Train's controller and helper
+actors, the figure processes) it returns at once: an import there would only hold the GIL
+that the process's own start-up needs.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 
 HOOK = "core.train.warm.start"  # what runtime_env's worker_process_setup_hook names
+ENV = "CORE_TRAIN_WARM_IMPORTS"  # set in the training workers' environment only
 MODULES = ("torch",)
 
 
+def worker_runtime_env() -> dict:
+    """The runtime environment of Ray Train's workers (``RunConfig.worker_runtime_env``):
+    marks their processes as the ones the hook warms."""
+    return {"env_vars": {ENV: "1"}}
+
+
 def start() -> None:
-    """Starts the background import and returns at once."""
+    """Starts the background import in a training worker and returns at once."""
+    if os.environ.get(ENV) != "1":
+        return
     threading.Thread(target=_import_all, name="warm-import", daemon=True).start()
 
 

@@ -1,14 +1,10 @@
 """The Ray Train worker's entry point, kept light: what Ray imports to start a worker.
 
 Ray Train ships the worker function by reference, so the module that defines it is imported
-before the function runs: in the controller's process and in every worker's, ahead of
-anything useful. This module imports only torch, pyarrow and the data layer; the model and
+in every worker's process before the function runs, ahead of anything useful. This module imports only torch, pyarrow and the data layer; the model and
 the step (:mod:`core.train.loop`) and what torch loads lazily on first use
 (:data:`LAZY_TORCH_MODULES`) load in a second thread while the worker reads its rows from
 the files, then :func:`core.train.loop.train_loop_per_worker` runs on them.
-
-:class:`WorldAwareTorchConfig` is Ray Train's torch setup without a process group for a
-single worker (nothing to reduce, no DDP): a run of one worker starts without NCCL's set-up.
 """
 
 from __future__ import annotations
@@ -20,35 +16,12 @@ import time
 from typing import Any
 
 import torch  # noqa: F401  (before the second thread: one thread imports it, not two)
-from ray.train.torch import TorchConfig
-from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
 
 from core.train import data
 
 IMPORT_SECONDS = "time_worker_imports_s"  # the training code's imports, in the second thread
 READ_SECONDS = "time_read_rows_s"  # reading the rows, meanwhile
 BOTH_SECONDS = "time_rows_and_imports_s"  # until both were done
-
-
-class _WorldAwareBackend(_TorchBackend):
-    """Ray's torch backend (ray 2.60), minus ``init_process_group`` for one worker."""
-
-    def on_start(self, worker_group, backend_config) -> None:
-        if len(worker_group) > 1:
-            super().on_start(worker_group, backend_config)
-            return
-        worker_group.execute(_set_torch_distributed_env_vars)  # RANK, WORLD_SIZE, ...
-
-
-class WorldAwareTorchConfig(TorchConfig):
-    """:class:`ray.train.torch.TorchConfig` whose single-worker runs set up no process group
-    (:func:`core.train.loop._all_reduce` and ``_broadcast`` are identities then, and
-    ``prepare_model`` wraps no DDP at world size 1)."""
-
-    @property
-    def backend_cls(self):
-        return _WorldAwareBackend
-
 
 LAZY_TORCH_MODULES = ("torch._dynamo",)
 """What torch imports on first use rather than with ``import torch``: ``torch._dynamo`` at

@@ -1,8 +1,9 @@
-"""core.train.worker: the light worker entry and the torch backend without a process group for
-one worker."""
+"""core.train.worker and core.train.backend: the light worker entry, and the torch backend
+without a process group for one worker, importable without torch."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -26,7 +27,7 @@ class FakeWorkerGroup:
 def test_one_worker_gets_the_environment_but_no_process_group(monkeypatch):
     from ray.train.torch.config import _TorchBackend
 
-    from core.train.worker import WorldAwareTorchConfig
+    from core.train.backend import WorldAwareTorchConfig
 
     started = []
     monkeypatch.setattr(_TorchBackend, "on_start", lambda self, wg, cfg: started.append(len(wg)))
@@ -34,10 +35,40 @@ def test_one_worker_gets_the_environment_but_no_process_group(monkeypatch):
     backend = config.backend_cls()
     one = FakeWorkerGroup(1)
     backend.on_start(one, config)
-    assert one.executed == ["_set_torch_distributed_env_vars"] and started == []
+    assert one.executed == ["_set_distributed_env_vars"] and started == []
     two = FakeWorkerGroup(2)
     backend.on_start(two, config)
     assert started == [2]  # Ray's own set-up, process group included
+
+
+def test_the_backend_config_unpickles_without_torch():
+    """Ray Train's controller unpickles the backend config as it starts: nothing there may
+    import torch (seconds on the path to the first step)."""
+    import pickle
+
+    from core.train.backend import WorldAwareTorchConfig
+
+    blob = pickle.dumps(WorldAwareTorchConfig(backend="gloo"))
+    code = ("import pickle, sys; c = pickle.loads(sys.stdin.buffer.read()); "
+            "c.backend_cls(); print(c.backend, 'torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True,
+                         check=True)  # fmt: skip
+    assert out.stdout.decode().split() == ["gloo", "False"]
+
+
+def test_the_warm_hook_imports_only_in_training_workers(monkeypatch):
+    from core.train import warm
+
+    code = "import sys, core.train.warm as w; w.start(); import time; time.sleep(0.5); print('torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != warm.ENV}
+    cold = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    env.update(warm.worker_runtime_env()["env_vars"])
+    warmed = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert (cold.stdout.strip(), warmed.stdout.strip()) == ("False", "True")
 
 
 def test_the_worker_module_does_not_import_the_model_or_mmaction_models():
