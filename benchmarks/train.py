@@ -345,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-root", action="append", default=[], type=Path,
                         help="also run this checkout's job (e.g. the code before a change)")  # fmt: skip
     parser.add_argument("--skip-step", action="store_true")
+    parser.add_argument("--commit", help="the code's commit (default: git's HEAD, which a "
+                        "copied working tree may carry stale)")  # fmt: skip
     parser.add_argument("--previous", type=Path,
                         help="an earlier results file: its job figures are kept as previous_run")  # fmt: skip
     args = parser.parse_args(argv)
@@ -363,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     report["args"]["job_root"] = [str(p) for p in args.job_root]
     report["args"]["previous"] = str(args.previous) if args.previous else None
-    report["commit"] = git_commit()
+    report["commit"] = args.commit or git_commit()
     if args.previous:
         report["previous_run"] = previous_run(args.previous)
 
