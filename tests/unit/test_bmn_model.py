@@ -350,3 +350,25 @@ def test_span_head_learns_classes_from_the_span_against_its_video():
         head = model.forward_tensors(feats_BCT).action_BXT
         label_B1, _ = model.label_proposals(head, starts[:, None], (starts + lengths)[:, None])
     assert (label_B1[:, 0] == labels).float().mean() >= 0.9
+
+
+def test_grouped_conv_as_a_dense_block_diagonal_one_gives_the_same_values_and_gradients():
+    """The CUDA form of BMN's grouped 1-d convolutions (core.models.network.GroupedConv1d):
+    the dense convolution with the block-diagonal weight, against the grouped one."""
+    import torch.nn.functional as F
+
+    from core.models.network import GroupedConv1d, block_diagonal
+
+    torch.manual_seed(0)
+    conv = GroupedConv1d(12, 8, kernel_size=3, padding=1, groups=4).double()
+    x_BCT = torch.randn(2, 12, 7, dtype=torch.float64, requires_grad=True)
+    grouped = conv(x_BCT)  # on the CPU: the grouped kernel
+    dense_weight = block_diagonal(conv.weight, 4)
+    assert dense_weight.shape == (8, 12, 3)
+    assert torch.count_nonzero(dense_weight).item() == conv.weight.numel()
+    dense = F.conv1d(x_BCT, dense_weight, conv.bias, padding=1)
+    torch.testing.assert_close(dense, grouped, rtol=0, atol=1e-12)
+    grads_grouped = torch.autograd.grad(grouped.square().sum(), (x_BCT, conv.weight, conv.bias))
+    grads_dense = torch.autograd.grad(dense.square().sum(), (x_BCT, conv.weight, conv.bias))
+    for a, b in zip(grads_dense, grads_grouped, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
