@@ -1,8 +1,9 @@
 """The Ray Train worker's entry point, kept light: what Ray imports to start a worker.
 
 Ray Train ships the worker function by reference, so the module that defines it is imported
-in every worker's process before the function runs, ahead of anything useful. This module imports only torch, pyarrow and the data layer; the model and
-the step (:mod:`core.train.loop`) and what torch loads lazily on first use
+in every worker's process before the function runs, ahead of anything useful. This module
+imports only torch, pyarrow and the data layer; the model and the step
+(:mod:`core.train.loop`) and what torch loads lazily on first use
 (:data:`LAZY_TORCH_MODULES`) load in a second thread while the worker reads its rows from
 the files, then :func:`core.train.loop.train_loop_per_worker` runs on them.
 """
