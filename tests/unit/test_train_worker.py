@@ -56,18 +56,20 @@ def test_the_backend_config_unpickles_without_torch():
     assert out.stdout.decode().split() == ["gloo", "False"]
 
 
-def test_the_warm_hook_imports_only_in_training_workers(monkeypatch):
+def test_the_warm_hook_imports_only_in_training_workers():
     from core.train import warm
 
-    code = "import sys, core.train.warm as w; w.start(); import time; time.sleep(0.5); print('torch' in sys.modules)"
+    code = (
+        "import sys, time, core.train.warm as w; w.start(); deadline = time.time() + 20\n"
+        "while 'torch' not in sys.modules and time.time() < deadline: time.sleep(0.05)\n"
+        "print('torch' in sys.modules)"
+    )  # the cold process waits the whole 20 s: nothing starts the import there
     env = {k: v for k, v in os.environ.items() if k != warm.ENV}
-    cold = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    env.update(warm.worker_runtime_env()["env_vars"])
-    warmed = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
+    warmed_env = {**env, **warm.worker_runtime_env()["env_vars"]}
+    warmed = subprocess.run([sys.executable, "-c", code], env=warmed_env, capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    cold = subprocess.run([sys.executable, "-c", code.replace("20", "2")], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
     assert (cold.stdout.strip(), warmed.stdout.strip()) == ("False", "True")
 
 
