@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from core import storage
 from core.eval import plots, report
 from core.eval.metrics import Evaluation
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CURVE_LOSSES = ("loss", "tem", "pem_reg", "pem_cls", "action_cls")
 
 
 def curves_figure(history: Sequence[Mapping[str, float]]) -> Figure:
     """Training losses (left) and validation AUC and mAP (right) against the epoch."""
-    fig = Figure(figsize=(10, 4), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = plots.new_figure((10, 4))
     epochs = [h["epoch"] for h in history]
     ax_loss, ax_val = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for key in CURVE_LOSSES:
@@ -107,8 +106,7 @@ class _Drawer:
     """A process that draws figures (a Ray actor of :class:`FigurePool`)."""
 
     def __init__(self) -> None:
-        fig = Figure(figsize=(1, 1))  # matplotlib's font cache and Agg, loaded now
-        FigureCanvasAgg(fig)
+        fig = plots.new_figure((1, 1))  # matplotlib, its font cache and Agg, loaded now
         fig.add_subplot(1, 1, 1).set_title("warm-up")
         fig.savefig(io.BytesIO(), format="png")
 

@@ -2,11 +2,13 @@
 start importing torch in a background thread.
 
 Ray Train's workers import torch when they unpickle the training function
-(:mod:`core.train.worker`), several seconds into their process's life: a thread that starts
-the import when the process starts overlaps it with the rest of the process's start as a Ray
-actor. The main thread's own ``import torch`` then waits for the thread's (one import, never
-two). Only torch: it imports nothing of Ray or of this project, so the two threads' imports
-cannot wait on each other.
+(:mod:`core.train.worker`), several seconds into their process's life, and ``torch._dynamo``
+when the optimizer is built (``Optimizer.add_param_group`` imports it on its first call; 5.9 s
+in a worker on the GPU machine): a thread that starts both imports when the process starts
+overlaps them with the rest of the process's start as a Ray actor, whose main thread mostly
+waits on Ray's processes then. The main thread's own ``import torch`` then waits for the
+thread's (one import, never two). Only torch's modules: they import nothing of Ray or of this
+project, so the two threads' imports cannot wait on each other.
 
 The hook is the embedded Ray's, so it runs in every worker process of the job, but it
 imports only where :data:`ENV` is set: in Ray Train's workers, whose runtime environment
@@ -23,7 +25,7 @@ import threading
 
 HOOK = "core.train.warm.start"  # what runtime_env's worker_process_setup_hook names
 ENV = "CORE_TRAIN_WARM_IMPORTS"  # set in the training workers' environment only
-MODULES = ("torch",)
+MODULES = ("torch", "torch._dynamo")
 
 
 def worker_runtime_env() -> dict:

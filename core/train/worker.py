@@ -27,7 +27,8 @@ BOTH_SECONDS = "time_rows_and_imports_s"  # until both were done
 LAZY_TORCH_MODULES = ("torch._dynamo",)
 """What torch imports on first use rather than with ``import torch``: ``torch._dynamo`` at
 the first optimizer's construction (torch 2.11-2.13: seconds, 5.9 s in a worker on the GPU
-machine), imported here beside the rows instead of inside the model's build."""
+machine), imported here beside the rows instead of inside the model's build: where the warm
+hook (:mod:`core.train.warm`) started it with the process, this only waits for it."""
 
 
 class _Importer(threading.Thread):
