@@ -549,6 +549,9 @@ def parse_args() -> argparse.Namespace:
                         "(reported, not in the headline figures)")  # fmt: skip
     parser.add_argument("--skip-tsn", action="store_true",
                         help="no TSN bounds and jobs (with --update: SlowOnly in a later call)")  # fmt: skip
+    parser.add_argument("--jobs-only", action="store_true", help="with --update: only the "
+                        "--job/--extra-job jobs, added to the file's (its corpus, in --workdir, "
+                        "and its bounds stay)")  # fmt: skip
     parser.add_argument("--update", action="store_true", help="add to the --output file's "
                         "results instead of starting afresh (the parts run now replace theirs)")  # fmt: skip
     parser.add_argument("--previous", help="an earlier results file: its headline figures "
@@ -580,7 +583,8 @@ def main() -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.extract " + shlex.join(sys.argv[1:]),
         "parts": (["tsn"] if not args.skip_tsn else [])
-        + (["slowonly"] if args.slowonly or args.slowonly_copies else []),
+        + (["slowonly"] if args.slowonly or args.slowonly_copies else [])
+        + (["tsn jobs"] if args.jobs_only else []),
     }  # fmt: skip
     result: dict = {}
     if args.update and pathlib.Path(args.output).exists():
@@ -597,7 +601,11 @@ def main() -> int:
     with _workdir(args.workdir) as work:
         t0 = time.perf_counter()
         paths, made = make_corpus(work, args)
-        if not args.skip_tsn:
+        if args.jobs_only:
+            if not (args.update and "decode_bound" in result):
+                raise SystemExit("--jobs-only needs --update and a file with the TSN bounds")
+            tsn(args, paths, work, result)
+        elif not args.skip_tsn:
             result["date"], result["command"] = call["date"], call["command"]
             result["corpus"] = {
                 "distinct_videos": len(paths), "copies": args.copies,
@@ -629,10 +637,13 @@ def tsn(args, paths: list[str], work: str, result: dict) -> None:
     cfg = load(TSN)
     rehearsal = CPU_REHEARSAL if args.cpu_rehearsal else []
     job_list = (args.job or [["hybrid", ""], ["cpu_only", " ".join(CPU_ONLY)]]) + args.extra_job
+    reason = "--cpu-rehearsal" if args.cpu_rehearsal else nvdec_reason()
+    if args.jobs_only:  # the bounds and the corpus of the file's earlier call
+        _run_jobs(args, job_list, paths, work, result, reason, rehearsal)
+        return
     sampling = dataclasses.asdict(cfg.sampling)
     bound_paths = (paths * args.bound_videos)[: args.bound_videos]
     bounds = {"cpu": decode_bound(bound_paths, sampling, args.workers, "cpu")}
-    reason = "--cpu-rehearsal" if args.cpu_rehearsal else nvdec_reason()
     result["nvdec"] = reason is None
     if reason is None:
         # as many decoding processes as the job has NVDEC streams (actors x calls each)
@@ -648,7 +659,15 @@ def tsn(args, paths: list[str], work: str, result: dict) -> None:
     if not args.cpu_rehearsal:
         result["recognizer_bound"] = recognizer_bound(cfg)
         _show("recognizer_bound", result["recognizer_bound"])
-    jobs_out = result["jobs"] = {}
+    result["jobs"] = {}
+    _run_jobs(args, job_list, paths, work, result, reason, rehearsal)
+
+
+def _run_jobs(args, job_list, paths, work, result, reason, rehearsal) -> None:
+    """Runs the TSN jobs, adding each to ``result["jobs"]`` and saving the file after each."""
+    bounds, corpus = result["decode_bound"], result["corpus"]
+    per_video_s = bounds["cpu"]["video_seconds"] / bounds["cpu"]["videos"]
+    jobs_out = result.setdefault("jobs", {})
     for label, options in job_list:
         if label != "cpu_only" and reason is not None and not options and not rehearsal:
             continue  # the hybrid job needs NVDEC

@@ -264,8 +264,10 @@ def bench_job(args: argparse.Namespace, root: Path, features: str, anno_uri: str
     wait_s = sum(h.get("val_wait_seconds", h.get("val_seconds", 0.0)) for h in history)
     timings = dict(summary.get("timings", {}))
     finished_at = timings.pop("finished_at_unix", None)
+    last = history[-1] if history else {}
     split = {"train_seconds": train_s, "val_wait_seconds": wait_s,
-             "val_seconds_beside_training": val_s, **timings}  # fmt: skip
+             "val_seconds_beside_training": val_s,
+             **{f"last_epoch_{k}": last[k] for k in LAST_VAL if k in last}, **timings}  # fmt: skip
     if finished_at is not None:  # from the summary's print to the process's end
         split["time_exit_s"] = ended_at - finished_at
     accounted = train_s + wait_s + sum(v for k, v in split.items() if k in ACCOUNTED)
@@ -278,7 +280,12 @@ def bench_job(args: argparse.Namespace, root: Path, features: str, anno_uri: str
         "final_metrics": {k: v for k, v in (summary.get("metrics") or {}).items()
                           if isinstance(v, (int, float))},
         "ray_train_worker_group_log": worker_group_log(since=ended_at - wall),
+        "ray_start_s": ray_start_timeline(since=ended_at - wall),
     }  # fmt: skip
+
+
+LAST_VAL = ("val_wait_seconds", "val_seconds", "val_predict_seconds", "val_evaluate_seconds")
+"""The last epoch's validation (nothing trains beside it: the job waits for all of it)."""
 
 
 def worker_group_log(since: float, ray_temp: str = "/tmp/ray") -> list[str]:
@@ -297,6 +304,55 @@ def worker_group_log(since: float, ray_temp: str = "/tmp/ray") -> list[str]:
                 pass
             lines.append(" ".join(line.split())[:300])
     return lines[-40:]
+
+
+RAY_START_EVENTS = (
+    ("gcs_server", "gcs_server.out", ""),
+    ("dashboard_head", "dashboard.log", ""),
+    ("dashboard_head_ready", "dashboard.log", "Usage reporting"),
+    ("raylet", "raylet.out", ""),
+    ("raylet_object_manager", "raylet.out", "ObjectManager server started"),
+    ("raylet_agents_spawned", "raylet.out", "Monitor agent process"),
+    ("runtime_env_agent", "runtime_env_agent.log", ""),
+    ("dashboard_agent", "dashboard_agent.log", ""),
+    ("raylet_agent_connected", "raylet.out", "Initializing exporter"),
+    ("raylet_ready", "raylet.out", "Raylet consists of"),
+    ("first_worker_process", "raylet.out", "Started worker process"),
+)
+"""Ray's start, from its session logs (ray 2.60): (event, file, first line containing)."""
+
+
+def ray_start_timeline(since: float, ray_temp: str = "/tmp/ray") -> dict[str, float]:
+    """Seconds from the job's start to each of :data:`RAY_START_EVENTS`, read from the
+    timestamps of the newest Ray session's logs started since ``since`` (the embedded Ray's
+    start is part of ``time_ray_init_s``; this says which part)."""
+    sessions = [p for p in Path(ray_temp).glob("session_2*") if p.stat().st_mtime >= since]
+    if not sessions:
+        return {}
+    logs = max(sessions, key=lambda p: p.stat().st_mtime) / "logs"
+    out = {}
+    for event, name, needle in RAY_START_EVENTS:
+        try:
+            lines = (logs / name).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if needle in line:
+                stamp = _log_time(line)
+                if stamp is not None:
+                    out[event] = round(stamp - since, 3)
+                    break
+    return out
+
+
+def _log_time(line: str) -> float | None:
+    """The Unix time of a Ray log line (``[2026-12-07 09:42:31,470 I ...`` or
+    ``2026-12-07 10:06:43,344\tINFO ...``: local time)."""
+    text = line.lstrip("[")[:23]
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return None
 
 
 def git_commit() -> str | None:

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-
-import numpy as np
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from core import storage

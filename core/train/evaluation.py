@@ -72,13 +72,24 @@ def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
 
 
 def evaluate_localizer(
-    localizer: Localizer, shard: ShardArrays, annotations: Annotations, batch_size: int
+    localizer: Localizer,
+    shard: ShardArrays,
+    annotations: Annotations,
+    batch_size: int,
+    seconds: dict[str, float] | None = None,
 ) -> Evaluation:
-    """AR@AN, AUC and detection mAP of the localizer's proposals on the shard's videos."""
+    """AR@AN, AUC and detection mAP of the localizer's proposals on the shard's videos
+    (``seconds``: gets the time of each part, ``predict`` and ``evaluate``)."""
+    start = time.perf_counter()
     frame = predict(localizer, shard, batch_size)
+    predicted = time.perf_counter()
     if localizer.model.num_action_classes == 0:
         frame = frame.drop(columns=["label", "label_score"])
-    return evaluate_full(frame, annotations, classes=localizer.class_names)
+    evaluation = evaluate_full(frame, annotations, classes=localizer.class_names)
+    if seconds is not None:
+        seconds["predict"] = predicted - start
+        seconds["evaluate"] = time.perf_counter() - predicted
+    return evaluation
 
 
 def headline(metrics: dict) -> dict[str, float]:
@@ -87,11 +98,15 @@ def headline(metrics: dict) -> dict[str, float]:
 
 
 def validation_evaluation(
-    localizer: Localizer, shard: ShardArrays, annotations: Annotations, batch_size: int
+    localizer: Localizer,
+    shard: ShardArrays,
+    annotations: Annotations,
+    batch_size: int,
+    seconds: dict[str, float] | None = None,
 ) -> Evaluation | None:
     """:func:`evaluate_localizer`, or None with a warning when nothing could be evaluated."""
     try:
-        return evaluate_localizer(localizer, shard, annotations, batch_size)
+        return evaluate_localizer(localizer, shard, annotations, batch_size, seconds)
     except EvaluationInputError as e:
         log.warning("validation could not be evaluated (%s): metrics are 0", e)
         return None
@@ -155,13 +170,14 @@ class BackgroundValidation:
         self._pending = self._pool.submit(self._evaluate)
 
     def _evaluate(self) -> tuple[Evaluation | None, dict[str, float]]:
-        start = time.perf_counter()
+        start, seconds = time.perf_counter(), {}
         with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
             evaluation = validation_evaluation(
-                self.localizer, self.shard, self.annotations, self.batch_size
+                self.localizer, self.shard, self.annotations, self.batch_size, seconds
             )
         metrics: dict[str, Any] = headline_of(evaluation)
         metrics["val_seconds"] = time.perf_counter() - start
+        metrics |= {f"val_{part}_seconds": value for part, value in seconds.items()}
         return evaluation, metrics
 
     def wait(self) -> None:
@@ -171,7 +187,8 @@ class BackgroundValidation:
 
     def result(self) -> tuple[Evaluation | None, Mapping[str, float]]:
         """The submitted validation's evaluation and headline metrics (with ``val_seconds``,
-        its own duration); raises what it raised."""
+        its own duration, and ``val_predict_seconds`` / ``val_evaluate_seconds``, its parts);
+        raises what it raised."""
         if self._pending is None:
             raise RuntimeError("no validation was submitted")
         pending, self._pending = self._pending, None

@@ -120,7 +120,8 @@ def test_crashed_run_resumes_to_the_uninterrupted_result(uninterrupted, features
     assert not storage.exists(f"{out}/best.pth")
 
     assert train_job.main(train_args(features, out, "--resume")) == 0
-    timing = {"train_seconds", "val_seconds", "val_wait_seconds", "samples_per_s"}
+    timing = {"train_seconds", "val_seconds", "val_wait_seconds", "val_predict_seconds",
+              "val_evaluate_seconds", "samples_per_s"}  # fmt: skip
     first = json.loads((uninterrupted / "history.json").read_text())
     again = storage.read_json(f"{out}/history.json")
     assert [{k: v for k, v in h.items() if k not in timing} for h in again] == [
