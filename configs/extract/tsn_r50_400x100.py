@@ -20,6 +20,7 @@ sampling = dict(
     decoder="auto",
 )
 
-# 7 CPU-decoding actors + 3 NVDEC ones, 4 calls at once each (28 CPU decoder threads, 12 NVDEC
-# streams), 4.8% of the GPU each; one video a call
-extractor = dict(batch_size=128, num_actors=7, num_gpus=0.048, dtype="bfloat16", videos_per_call=1)
+# 6 CPU-decoding actors + 4 NVDEC ones, 4 calls at once each (24 CPU decoder threads, still
+# more than the cores; 16 NVDEC streams), 4.8% of the GPU each; one video a call
+extractor = dict(batch_size=128, num_actors=6, num_gpus=0.048, dtype="bfloat16", videos_per_call=1)
+pipeline = dict(nvdec_actors_per_node=4)
