@@ -50,3 +50,23 @@ def test_model_cuda_equals_cpu_and_tf32_localizer_close():
     np.testing.assert_array_equal(fp32[2], tf32[2])
     # the best proposal of each video is the same in TF32
     np.testing.assert_allclose(fp32[0][:, 0, :2], tf32[0][:, 0, :2], atol=30.0 / 32 + 1e-9)
+
+
+def test_read_shards_to_cuda_equals_cpu(tmp_path):
+    """A device split's rows gathered on the GPU (each file copied whole, then picked there)
+    land where the host path puts them."""
+    from core.train import data, synthetic_features
+    from core.train.config import DataSection
+
+    out = str(tmp_path / "feats")
+    anno_uri = synthetic_features.write_synthetic(out, 23, C=3, T=4, num_classes=2, rows_per_file=4)
+    ts = data.prepare_training_set(out, anno_uri, DataSection())
+    wanted = {data.TRAIN: data.shard_ids(ts, data.TRAIN, 1, 2), data.VAL: list(ts.gt[data.VAL])}
+    cpu = data.read_shards(ts, wanted, "cpu", device_splits=[data.TRAIN])
+    gpu = data.read_shards(ts, wanted, "cuda", device_splits=[data.TRAIN])
+    assert gpu[data.TRAIN].feats_NCT.device.type == "cuda"
+    for split in wanted:
+        assert gpu[split].video_ids == cpu[split].video_ids
+        assert torch.equal(torch.as_tensor(gpu[split].feats_NCT).cpu(),
+                           torch.as_tensor(cpu[split].feats_NCT))  # fmt: skip
+        np.testing.assert_array_equal(gpu[split].durations_N, cpu[split].durations_N)
