@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -340,10 +339,7 @@ def read_shards(
     One pass over the files for all splits, a file per thread; each file's features go
     straight to their rows' places in the output (no table of the whole shard, no sort), for
     ``device_splits`` into one float32 tensor on ``device`` (the copy of one file overlaps
-    the decoding of the next), for the others into a numpy array. A device split's rows go
-    to the device as the file holds them and are picked there (a gather on a GPU instead of
-    a copy of each file on the host), and its tensor is allocated beside the first files'
-    decoding (on a GPU that allocation starts CUDA: a second or so).
+    the decoding of the next), for the others into a numpy array.
 
     Raises:
         TrainDataError: a requested video is not (or no longer) in the files.
@@ -354,20 +350,16 @@ def read_shards(
     device_splits = set(device_splits)
     place = {}  # video id -> (split, row)
     out: dict[str, ShardArrays] = {}
-    on_device = {}  # split -> its tensor's allocation, running beside the first reads
-    allocator = ThreadPoolExecutor(1, thread_name_prefix="allocate")
     for split, ids in ids_by_split.items():
         ordered = sorted(ids)
         place.update((vid, (split, row)) for row, vid in enumerate(ordered))
-        if split in device_splits:
-            shape = (len(ordered), C, T)
-            on_device[split] = allocator.submit(torch.empty, shape, device=device)
-            feats = None
-        else:
-            feats = np.empty((len(ordered), C, T), np.float32)
+        feats = (
+            torch.empty((len(ordered), C, T), dtype=torch.float32, device=device)
+            if split in device_splits
+            else np.empty((len(ordered), C, T), np.float32)
+        )
         gt = [training_set.gt[split][vid] for vid in ordered]
         out[split] = ShardArrays(ordered, feats, np.full(len(ordered), np.nan), gt)
-    allocator.shutdown(wait=False)
     fs, path = storage.pyarrow_filesystem(training_set.features_uri)
     dataset = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
     wanted = pads.field(VIDEO_ID).isin(pa.array(list(place)))
@@ -382,37 +374,22 @@ def read_shards(
         values = [c.flatten().to_numpy(zero_copy_only=False) for c in chunks]
         feats_NCT = (values[0] if len(values) == 1 else np.concatenate(values)).reshape(-1, C, T)
         durations_N = table.column(DURATION).to_numpy()
-        file_NCT = None  # the file's rows on the device, copied once for all device splits
         for split, shard in out.items():
             pairs = [(i, place[v][1]) for i, v in enumerate(ids) if place[v][0] == split]
             if not pairs:
                 continue
             src_M, dst_M = (np.asarray(x, np.int64) for x in zip(*pairs, strict=True))
             shard.durations_N[dst_M] = durations_N[src_M]
-            if split in on_device:
-                target_NCT = on_device[split].result()
-                if target_NCT.device.type == "cpu":  # picked on the host: one copy
-                    rows_MCT = torch.from_numpy(feats_NCT[src_M])
-                    target_NCT.index_copy_(0, torch.from_numpy(dst_M), rows_MCT)
-                    continue
-                if file_NCT is None:
-                    file_NCT = torch.from_numpy(feats_NCT).to(device)
-                src, dst = (torch.from_numpy(x).to(device) for x in (src_M, dst_M))
-                target_NCT.index_copy_(0, dst, file_NCT.index_select(0, src))
+            if isinstance(shard.feats_NCT, torch.Tensor):
+                rows_MCT = torch.from_numpy(feats_NCT[src_M]).to(device)
+                shard.feats_NCT.index_copy_(0, torch.from_numpy(dst_M).to(device), rows_MCT)
             else:
                 shard.feats_NCT[dst_M] = feats_NCT[src_M]
         found.append(ids)
 
     fragments = list(dataset.get_fragments())
-    with (
-        warnings.catch_warnings(),
-        ThreadPoolExecutor(max(1, min(len(fragments), os.cpu_count() or 1))) as pool,
-    ):
-        # a file's rows are Arrow's read-only memory, only ever copied (to the device)
-        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+    with ThreadPoolExecutor(max(1, min(len(fragments), os.cpu_count() or 1))) as pool:
         list(pool.map(read, fragments))
-    for split, allocated in on_device.items():
-        out[split].feats_NCT = allocated.result()
     missing = sorted(set(place) - {v for ids in found for v in ids})
     if missing:
         raise TrainDataError(

@@ -27,8 +27,6 @@ from core.train.data import ShardArrays
 
 log = logging.getLogger(__name__)
 
-HIGHEST_PRIORITY = -100
-"""A CUDA stream priority beyond the range of any GPU: torch maps it to the highest."""
 HEADLINE = ("AR@1", "AR@5", "AR@10", "AR@100", "AUC", "mAP", "mAP@0.5", "mAP@0.75", "mAP@0.95")
 
 
@@ -134,12 +132,8 @@ class BackgroundValidation:
     copy sees the epoch's last step and none of the next), then the thread proposes and
     evaluates: the metrics are those of validating in line. On CUDA the thread runs on a
     stream of its own, which waits for that copy, so its kernels run beside the next epoch's
-    instead of queueing behind them; the stream has the highest priority, so that each of
-    validation's many small kernels (the Soft-NMS loop's above all) takes the GPU as soon as
-    a block of the training's finishes instead of waiting for whole kernels. With equal
-    priorities an epoch's validation took about 3.5 s beside training against 0.3 s alone (one
-    H100), and the epochs waited 2.3 s in all for it. Wait (:meth:`wait`) before capturing a
-    CUDA graph: a capture admits no other work on the device.
+    instead of queueing behind them. Wait (:meth:`wait`) before capturing a CUDA graph: a
+    capture admits no other work on the device.
 
     Args:
         model: a copy of the trained model (same config and memory layout), on its device.
@@ -156,9 +150,7 @@ class BackgroundValidation:
         self.localizer = Localizer(model, class_names, str(device), dtype)
         self.shard, self.annotations, self.batch_size = shard, annotations, batch_size
         self.skip = skip
-        self.stream = (
-            torch.cuda.Stream(device, priority=HIGHEST_PRIORITY) if device.type == "cuda" else None
-        )
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="validation")
         self._pending: Future | None = None
 

@@ -53,8 +53,8 @@ def test_model_cuda_equals_cpu_and_tf32_localizer_close():
 
 
 def test_read_shards_to_cuda_equals_cpu(tmp_path):
-    """A device split's rows gathered on the GPU (each file copied whole, then picked there)
-    land where the host path puts them."""
+    """A device split's rows, copied to the GPU file by file, land where the host path puts
+    them."""
     from core.train import data, synthetic_features
     from core.train.config import DataSection
 
