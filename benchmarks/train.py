@@ -446,9 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         save()
         for i, root in enumerate(args.job_root):
             run = os.path.join(tmp, f"run_{i}")
-            report.setdefault("job_other_roots", {})[str(root)] = bench_job(
-                args, root.resolve(), features, anno_uri, run
-            )
+            others = report.setdefault("job_other_roots", {})
+            key = str(root) if str(root) not in others else f"{root} (run {i + 1})"
+            others[key] = bench_job(args, root.resolve(), features, anno_uri, run)
     report["upstream"] = [bench_upstream(args, rows, p) for p in ("fp32", "bf16")]
     save()
     if not args.skip_step:

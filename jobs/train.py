@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("RAY_ADDRESS"):  # an embedded Ray (what the user set wins), set
         for key, value in embedded_ray_env().items():  # before anything imports ray
             os.environ.setdefault(key, value)
-    # the trainer's imports (torch, pyarrow, matplotlib) while Ray starts
+    # Ray's own import first, then the trainer's imports (torch, pyarrow) in a second thread
+    # while Ray starts: beside Ray's import they would hold the GIL it needs, and delay Ray's
+    # GCS with it
+    import ray  # noqa: F401
+
     importer = threading.Thread(target=importlib.import_module, args=("core.train.trainer",))
     importer.start()
     runtime.init_ray(num_cpus=embedded_cpus(cfg, args.num_cpus), setup_hook=warm_hook())
