@@ -115,7 +115,7 @@ def per_class_ap_figure(detection: DetectionResult) -> Figure:
     ax.barh(y_C - 0.2, [at_half[n] for n in names], height=0.4, label="AP@0.5")
     ax.barh(y_C + 0.2, [mean[n] for n in names], height=0.4, label="AP (0.5:0.95)")
     ax.set_yticks(y_C, names, fontsize=7)
-    ax.invert_yaxis()
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first class on top, no blank rows around the bars
     ax.set_xlim(0, 1)
     ax.set_xlabel("average precision")
     ax.grid(True, axis="x", linestyle=":", linewidth=0.5)
