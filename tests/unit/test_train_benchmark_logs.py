@@ -15,7 +15,7 @@ def _stamp(t: float, bracket: bool) -> str:
 
 
 def test_ray_start_timeline_reads_the_newest_session_since_the_job_started(tmp_path):
-    since = time.time() - 10
+    since = float(int(time.time()) - 10)  # whole seconds: log stamps keep milliseconds only
     old = tmp_path / "session_2026-01-01_00-00-00_1" / "logs"
     new = tmp_path / "session_2026-12-07_10-00-00_2" / "logs"
     for logs in (old, new):
