@@ -27,7 +27,10 @@ In one run:
   batch) apart from the steady rate (between 10% and 90% of the videos' features done, from the
   job's progress stream), per-stage busy seconds (from the run record), GPU and NVDEC
   utilisation (``nvidia-smi``), object store use and free resources (sampled from Ray every
-  second), and the layout the run resolved;
+  second), the cores each kind of process used (:class:`ProcessCpu`, from /proc every half
+  second: the feature actors by decoder, with their core-seconds per video in the steady
+  window, the other stages, Ray's own processes, the driver, the machine's busy cores), and
+  the layout the run resolved;
 * **SlowOnly** (``--slowonly``): the recognizer alone at float32, bfloat16, channels-last and
   (``--compile``) ``torch.compile`` on the same real clips, each one's features against
   float32's; its CPU and NVDEC decode bounds; with ``--slowonly-copies`` the job with the
@@ -296,17 +299,114 @@ def _against(feats: np.ndarray, reference: np.ndarray) -> dict:
 # --- monitors ------------------------------------------------------------------------------
 
 
+class ProcessCpu:
+    """The machine's CPU time by role, read from Linux's /proc: each Ray worker process by the
+    class or function its title names (``ray::MapWorker(MapBatches(FeatureActor))`` →
+    ``FeatureActor``), a feature actor split by its decoder (``FeatureActor[nvdec]`` once
+    NVDEC's library ``libnvcuvid`` is mapped into it, ``FeatureActor[cpu]`` otherwise), Ray's
+    own processes (``ray_system``: GCS, raylet, agents, dashboard), this process (``driver``)
+    and the children it waited for (``driver_children``: the ``nvidia-smi`` calls). Each
+    :meth:`sample` gives every role's CPU seconds since the first, which only grow (a process
+    that ended keeps what it used until its last sample), and the busy cores of the machine."""
+
+    RAY_SYSTEM = ("gcs_server", "raylet", "dashboard", "runtime_env_agent", "log_monitor",
+                  "monitor.py", "agent_manager")  # fmt: skip
+    RAY_AGENTS = ("DashboardAgent", "RuntimeEnvAgent")  # titled ray:: like workers
+
+    def __init__(self) -> None:
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.used: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds so far)
+        self.before: dict[int, float] | None = None  # what the first sample's processes had used
+        self.nvdec: set[int] = set()
+        self.driver_children0: float | None = None
+        self.machine0: float | None = None
+
+    def sample(self) -> tuple[dict[str, float], float]:
+        """CPU seconds by role since the first sample, and busy core-seconds of the machine."""
+        me, first = os.getpid(), self.before is None
+        if first:
+            self.before = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+                title = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:  # ended meanwhile
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+            if first:
+                self.before[pid] = seconds
+            seconds -= self.before.get(pid, 0.0)
+            if pid == me:
+                children = (int(fields[13]) + int(fields[14])) / self.tick  # cutime + cstime
+                if self.driver_children0 is None:
+                    self.driver_children0 = children
+                self.used[-1] = ("driver_children", children - self.driver_children0)
+            role = self._role(pid, me, title.decode(errors="replace"))
+            if role is None:
+                continue
+            known = self.used.get(pid)
+            if role == "idle" and known is not None:  # an actor between calls
+                role = known[0]
+            self.used[pid] = (role, seconds)
+        by_role: dict[str, float] = {}
+        for role, seconds in self.used.values():
+            by_role[role] = by_role.get(role, 0.0) + seconds
+        return by_role, self._machine()
+
+    def _role(self, pid: int, me: int, cmdline: str) -> str | None:
+        if pid == me:
+            return "driver"
+        if cmdline.startswith("ray::"):
+            name = cmdline[5:].split("\0", 1)[0].strip()
+            if name.startswith("IDLE"):
+                return "idle"
+            name = name.split(" ", 1)[0]
+            inner = name[name.rfind("(") + 1 :].split(")", 1)[0] if "(" in name else name
+            inner = inner.split(".", 1)[0] or name
+            if inner == "FeatureActor":
+                return f"FeatureActor[{'nvdec' if self._has_nvdec(pid) else 'cpu'}]"
+            return "ray_system" if inner in self.RAY_AGENTS else inner
+        if any(part in cmdline for part in self.RAY_SYSTEM) and "ray" in cmdline:
+            return "ray_system"
+        return None
+
+    def _has_nvdec(self, pid: int) -> bool:
+        if pid not in self.nvdec:
+            try:
+                if "libnvcuvid" in pathlib.Path(f"/proc/{pid}/maps").read_text():
+                    self.nvdec.add(pid)
+            except OSError:
+                pass
+        return pid in self.nvdec
+
+    def _machine(self) -> float:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        busy = (sum(values[:8]) - values[3] - values[4]) / self.tick  # all but idle, iowait
+        if self.machine0 is None:
+            self.machine0 = busy
+        return busy - self.machine0
+
+
 class Sampler:
-    """Samples ``nvidia-smi`` (GPU and NVDEC utilisation, memory) every 0.25 s and Ray (object
-    store, free CPUs and GPU share) every second, each with its time."""
+    """Samples ``nvidia-smi`` (GPU and NVDEC utilisation, memory) every 0.25 s, Ray (object
+    store, free CPUs and GPU share) every second and the CPU time of the machine's processes by
+    role (:class:`ProcessCpu`) every half second, each with its time."""
 
     GPU_FIELDS = ("utilization.gpu", "utilization.decoder", "memory.used")
 
     def __init__(self) -> None:
         self.gpu: list[tuple[float, float, float, float]] = []
         self.ray: list[tuple[float, float, float, float, float]] = []
+        self.cpu: list[tuple[float, dict[str, float], float]] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._gpu, self._ray)]
+        self._threads = [
+            threading.Thread(target=f, daemon=True) for f in (self._gpu, self._ray, self._cpu)
+        ]
         self.t0 = time.perf_counter()
 
     def _gpu(self) -> None:
@@ -338,6 +438,15 @@ class Sampler:
                 pass
             self._stop.wait(1.0)
 
+    def _cpu(self) -> None:
+        if not os.path.exists("/proc/stat"):
+            return
+        processes = ProcessCpu()
+        while not self._stop.is_set():
+            by_role, machine = processes.sample()
+            self.cpu.append((time.perf_counter() - self.t0, by_role, machine))
+            self._stop.wait(0.5)
+
     def __enter__(self):
         for t in self._threads:
             t.start()
@@ -357,7 +466,31 @@ class Sampler:
             r = np.asarray(self.ray)
             out["ray"] = _stats(r, window, {"object_store_mib": 1, "objects": 2,
                                             "free_cpus": 3, "free_gpu": 4})  # fmt: skip
+        if len(self.cpu) >= 2:
+            out["cpu"] = cpu_summary(self.cpu, window)
         return out
+
+
+def cpu_summary(samples: list[tuple[float, dict[str, float], float]], window) -> dict:
+    """Cores used by each role (:class:`ProcessCpu`) over the whole job and, where the
+    samples cover it, over the steady ``window``; and the machine's busy cores likewise."""
+
+    def cores(a: tuple, b: tuple) -> dict:
+        dt_s = b[0] - a[0]
+        roles = {k: round((v - a[1].get(k, 0.0)) / dt_s, 3) for k, v in sorted(b[1].items())}
+        return {"seconds": round(dt_s, 2), "machine_busy_cores": round((b[2] - a[2]) / dt_s, 3),
+                "cores_by_role": {k: v for k, v in roles.items() if v > 0}}  # fmt: skip
+
+    out = {
+        "cpu_cores": os.cpu_count(),
+        "whole_job": cores(samples[0], samples[-1]),
+        "cpu_seconds_by_role": {k: round(v, 2) for k, v in sorted(samples[-1][1].items())},
+    }
+    if window is not None:
+        inside = [s for s in samples if window[0] <= s[0] <= window[1]]
+        if len(inside) >= 2:
+            out["steady"] = cores(inside[0], inside[-1])
+    return out
 
 
 def _stats(a: np.ndarray, window, columns: dict[str, int]) -> dict:
@@ -450,7 +583,23 @@ def run_job(label: str, config_path: str, manifest: str, options: list[str], tmp
     result["start_up_s"] = result["start_up"].get("first_commit_s")
     result["steady"], window = steady_state(progress.features, t, n)
     result["monitors"] = sampler.summary(window)
+    steady_cpu = result["monitors"].get("cpu", {}).get("steady")
+    if steady_cpu and result["steady"]:
+        steady_cpu["feature_actor_core_seconds_per_video"] = per_video_cpu(
+            steady_cpu["cores_by_role"], result["steady"]["videos_per_s_by_decoder"]
+        )
     return result
+
+
+def per_video_cpu(cores_by_role: dict[str, float], rates: dict[str, float]) -> dict[str, float]:
+    """Core-seconds the feature actors of each decoder spent per video they finished, in the
+    steady window: their cores over their rate."""
+    out = {}
+    for decoder, rate in rates.items():
+        cores = cores_by_role.get(f"FeatureActor[{decoder}]")
+        if cores is not None and rate > 0:
+            out[decoder] = round(cores / rate, 4)
+    return out
 
 
 def run_layout(config_path: str) -> dict:

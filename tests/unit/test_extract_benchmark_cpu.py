@@ -1,0 +1,72 @@
+"""benchmarks/extract.py's CPU accounting: processes by role from /proc, cores over a window."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks import extract as bench
+
+
+@pytest.mark.parametrize(
+    ("title", "role"),
+    [
+        ("ray::MapWorker(MapBatches(LabelledProposals))", "LabelledProposals"),
+        ("ray::MapBatches(write_batch)", "write_batch"),
+        ("ray::_StatsActor.update_metrics", "_StatsActor"),
+        ("ray::IDLE", "idle"),
+        ("ray::DashboardAgent", "ray_system"),
+        ("/usr/bin/python -u /x/ray/_private/log_monitor.py --session-dir=/tmp/ray", "ray_system"),
+        ("/x/ray/core/src/ray/raylet/raylet\0--node_ip_address=1", "ray_system"),
+        ("bash\0-c\0sleep 1", None),
+    ],
+)
+def test_roles_from_process_titles(title, role):
+    assert bench.ProcessCpu()._role(12345, os.getpid(), title) == role
+
+
+def test_a_feature_actor_is_split_by_its_decoder(tmp_path, monkeypatch):
+    cpu = bench.ProcessCpu()
+    title = "ray::MapWorker(MapBatches(FeatureActor)).submit"
+    assert cpu._role(os.getpid() + 10**7, os.getpid(), title) == "FeatureActor[cpu]"  # no maps
+    cpu.nvdec.add(42)
+    assert cpu._role(42, os.getpid(), title) == "FeatureActor[nvdec]"
+
+
+def test_samples_count_a_busy_child_and_the_machine():
+    cpu = bench.ProcessCpu()
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass"
+    proc = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        first, machine0 = cpu.sample()
+        proc.wait(timeout=30)
+        time.sleep(0.05)
+        by_role, machine = cpu.sample()
+    finally:
+        proc.kill()
+    assert set(first) <= {"driver", "driver_children"} | set(by_role)
+    assert by_role["driver_children"] >= 0.4  # the child's CPU, counted once it was waited for
+    assert machine - machine0 >= 0.4
+
+
+def test_cores_over_the_window_and_per_video():
+    samples = [
+        (0.0, {"FeatureActor[cpu]": 0.0, "driver": 1.0}, 0.0),
+        (10.0, {"FeatureActor[cpu]": 20.0, "FeatureActor[nvdec]": 5.0, "driver": 2.0}, 30.0),
+        (20.0, {"FeatureActor[cpu]": 50.0, "FeatureActor[nvdec]": 15.0, "driver": 3.0}, 70.0),
+    ]
+    out = bench.cpu_summary(samples, window=(5.0, 15.0))
+    assert out["whole_job"]["machine_busy_cores"] == 3.5
+    assert out["whole_job"]["cores_by_role"] == {
+        "FeatureActor[cpu]": 2.5, "FeatureActor[nvdec]": 0.75, "driver": 0.1,
+    }  # fmt: skip
+    assert "steady" not in out  # one sample inside the window: no rate
+    out = bench.cpu_summary(samples, window=(10.0, 20.0))
+    assert out["steady"]["cores_by_role"]["FeatureActor[cpu]"] == 3.0
+    rates = {"cpu": 6.0, "nvdec": 4.0}
+    per_video = bench.per_video_cpu(out["steady"]["cores_by_role"], rates)
+    assert per_video == {"cpu": 0.5, "nvdec": 0.25}
