@@ -267,6 +267,8 @@ def bench_job(args: argparse.Namespace, root: Path, features: str, anno_uri: str
     last = history[-1] if history else {}
     split = {"train_seconds": train_s, "val_wait_seconds": wait_s,
              "val_seconds_beside_training": val_s,
+             **{f"{k}_beside_training": sum(h.get(k, 0.0) for h in history[:-1])
+                for k in BESIDE},
              **{f"last_epoch_{k}": last[k] for k in LAST_VAL if k in last}, **timings}  # fmt: skip
     if finished_at is not None:  # from the summary's print to the process's end
         split["time_exit_s"] = ended_at - finished_at
@@ -284,6 +286,9 @@ def bench_job(args: argparse.Namespace, root: Path, features: str, anno_uri: str
     }  # fmt: skip
 
 
+BESIDE = ("val_predict_seconds", "val_evaluate_seconds")
+"""The parts of each validation that ran beside the next epoch's training (all but the last
+epoch's): the proposals on the device, then their evaluation on the host."""
 LAST_VAL = ("val_wait_seconds", "val_seconds", "val_predict_seconds", "val_evaluate_seconds")
 """The last epoch's validation (nothing trains beside it: the job waits for all of it)."""
 

@@ -39,7 +39,7 @@ from torch import nn
 from core.eval.metrics import Evaluation
 from core.models import BMNNet, build_bmn_cls
 from core.models.localizer import Localizer
-from core.train import data, figures, final_eval, step
+from core.train import data, figures, final_eval, step, warm
 from core.train.config import OptimSection, TrainConfig
 from core.train.evaluation import BackgroundValidation, headline_of, validation_evaluation
 from core.train.final_eval import full_state_dict, host_copy, model_weights
@@ -370,6 +370,8 @@ def train_loop_per_worker(
     process_started_at = worker.process_started_at()
     if process_started_at is not None:  # negative: Ray had the process ready beforehand
         timings["time_worker_process_s"] = process_started_at - fit_started_at
+    for name, at in warm.DONE_AT.items():  # the warm hook's imports, where it ran
+        timings[f"time_warm_{name.replace('.', '_')}_s"] = at - fit_started_at
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()

@@ -70,7 +70,8 @@ class TrainSummary:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     """Seconds per phase: ``time_prepare_s`` (annotations, features index), ``time_fit_s``
     (Ray Train, of which the workers': ``time_worker_start_s`` until the loop runs, of which
-    ``time_worker_process_s`` until the worker's process existed,
+    ``time_worker_process_s`` until the worker's process existed, ``time_warm_*_s`` until
+    the warm hook (:mod:`core.train.warm`) had started and imported each of its modules,
     ``time_rows_and_imports_s`` reading the rows while the training code imports (of which
     ``time_read_rows_s`` and ``time_worker_imports_s``), ``time_model_build_s`` (of which
     ``time_model_new_s`` the model and optimizer, ``time_prepare_model_s`` Ray's

@@ -22,10 +22,15 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import time
 
 HOOK = "core.train.warm.start"  # what runtime_env's worker_process_setup_hook names
 ENV = "CORE_TRAIN_WARM_IMPORTS"  # set in the training workers' environment only
 MODULES = ("torch", "torch._dynamo")
+DONE_AT: dict[str, float] = {}
+"""When (``time.time()``) the thread had imported each of :data:`MODULES` ("start": when it
+started), in this process: the worker's timings say whether they were in before it needed
+them."""
 
 
 def worker_runtime_env() -> dict:
@@ -38,6 +43,7 @@ def start() -> None:
     """Starts the background import in a training worker and returns at once."""
     if os.environ.get(ENV) != "1":
         return
+    DONE_AT["start"] = time.time()
     threading.Thread(target=_import_all, name="warm-import", daemon=True).start()
 
 
@@ -47,3 +53,4 @@ def _import_all() -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001  (the process imports it again where it needs it)
             return
+        DONE_AT[name] = time.time()
