@@ -11,6 +11,7 @@ from importlib import metadata
 log = logging.getLogger(__name__)
 
 _FORWARDED_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
+_embedded = False  # whether init_ray started the Ray this process is connected to
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -42,6 +43,7 @@ def init_ray(
     """
     import ray
 
+    global _embedded
     if ray.is_initialized():
         return
     env = {k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)}
@@ -60,6 +62,15 @@ def init_ray(
             include_dashboard=False,
             configure_logging=False,
         )
+        _embedded = True
+
+
+def embedded_ray() -> bool:
+    """Whether :func:`init_ray` started the Ray this process uses (a local one that ends with
+    it, without the dashboard's state API), rather than connecting to a cluster."""
+    import ray
+
+    return _embedded and ray.is_initialized()
 
 
 def package_versions(

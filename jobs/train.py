@@ -38,12 +38,16 @@ def embedded_ray_env() -> dict[str, str]:
     processes prestarted per CPU (Ray Train's actors set env vars, so each gets a process of
     its own: the prestarted ones, 16 on a 16-core node, only compete with them as the run
     starts); an object store of at most 2 GiB instead of 30% of memory (setting up a large
-    one is part of Ray's start)."""
+    one is part of Ray's start); no preemption watcher (an actor that polls whether the
+    cluster drains a node: a Ray on one machine that ends with the job drains none) and no
+    Ray Train metrics (exported for a dashboard the embedded Ray does not start; their module
+    is an import of its own in the worker, on the way to the first step)."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         memory = 0
-    env = {HEALTH_CHECK_ENV: "0.5", "RAY_prestart_worker_first_driver": "false"}
+    env = {HEALTH_CHECK_ENV: "0.5", "RAY_prestart_worker_first_driver": "false",
+           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}  # fmt: skip
     if memory > 0:
         share = min(0.3, OBJECT_STORE_BYTES / memory)
         env["RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"] = f"{share:.4f}"

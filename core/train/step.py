@@ -81,7 +81,8 @@ def shard_targets(model: BMNNet, gt: list[np.ndarray], device: torch.device) -> 
     parts = []
     for start in range(0, len(gt), TARGET_CHUNK):
         chunk = gt[start : start + TARGET_CHUNK]
-        segments = [torch.from_numpy(g[:, :2]) for g in chunk] + [torch.zeros(G, 2).double()]
+        # copies: rows that came through Ray's object store are read-only arrays
+        segments = [torch.tensor(g[:, :2]) for g in chunk] + [torch.zeros(G, 2).double()]
         labels = [torch.from_numpy(g[:, 2].astype(np.int64)) for g in chunk]
         labels.append(torch.full((G,), -1))  # a row of G segments pads the chunk to G
         padded = pad_ground_truth(segments, labels)

@@ -37,7 +37,7 @@ from typing import Any
 from mmengine.config import Config
 
 from core import config as config_lib
-from core import storage
+from core import runtime, storage
 from core.eval.report import METRICS
 from core.train import data, final_eval, warm
 from core.train.backend import WorldAwareTorchConfig
@@ -158,8 +158,8 @@ def make_trainer(
 ):
     """A TorchTrainer (nothing runs yet). No Ray datasets: each worker reads its own rows."""
     import ray.train
-    from ray.train.torch import TorchTrainer
 
+    TorchTrainer = trainer_class(runtime.embedded_ray())
     loop_config = {"cfg": cfg, "model_cfg": model_cfg, "training_set": training_set,
                    "output_uri": output_uri, "fit_started_at": time.time()}  # fmt: skip
     return TorchTrainer(
@@ -183,6 +183,35 @@ def make_trainer(
             **run_config_storage(output_uri),
         ),
     )
+
+
+def trainer_class(embedded: bool) -> type:
+    """Ray's TorchTrainer; on a Ray this process started (:func:`core.runtime.embedded_ray`),
+    one without Ray Train's placement-group cleaner (ray 2.60).
+
+    The cleaner is an actor that removes the run's placement group should the controller die
+    while the driver lives on. An embedded Ray ends with the driver, so there it has nothing to
+    do, and it cannot work either: it asks the dashboard's state API, which the embedded Ray
+    does not start, whether the controller lives, and fails, logging a warning to the job's
+    output every second of the run. It also costs a process that starts beside the
+    training worker's."""
+    from ray.train.torch import TorchTrainer
+
+    if not embedded:
+        return TorchTrainer
+    try:
+        from ray.train.v2._internal.callbacks.placement_group_callback import (
+            PlacementGroupCleanerCallback,
+        )
+    except ImportError:  # another Ray: its default callbacks as they are
+        return TorchTrainer
+
+    class EmbeddedTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            return [c for c in callbacks if not isinstance(c, PlacementGroupCleanerCallback)]
+
+    return EmbeddedTorchTrainer
 
 
 def start_autoscaling_coordinator() -> None:

@@ -91,3 +91,29 @@ def test_the_training_code_and_the_model_do_not_import_mmaction():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mmaction'))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_embedded_run_starts_no_placement_group_cleaner():
+    """On a Ray the job started itself, Ray Train's placement-group cleaner (an actor that asks
+    the dashboard's state API, which that Ray lacks, every second, and warns when it cannot)
+    is left out; on a cluster the trainer is Ray's own."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from core.train.trainer import trainer_class
+
+    def callbacks(cls) -> set[str]:
+        trainer = cls(lambda: None, scaling_config=ray.train.ScalingConfig(num_workers=1))
+        return {type(c).__name__ for c in trainer._create_default_callbacks()}
+
+    assert trainer_class(embedded=False) is TorchTrainer
+    ours, rays = callbacks(trainer_class(embedded=True)), callbacks(TorchTrainer)
+    assert rays - ours == {"PlacementGroupCleanerCallback"} and ours <= rays
+
+
+def test_the_embedded_ray_runs_no_preemption_watcher_nor_train_metrics():
+    from jobs.train import embedded_ray_env
+
+    env = embedded_ray_env()
+    assert env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    assert env["RAY_TRAIN_METRICS_ENABLED"] == "0"
