@@ -159,10 +159,10 @@ def make_trainer(
     """A TorchTrainer (nothing runs yet). No Ray datasets: each worker reads its own rows."""
     import ray.train
 
-    TorchTrainer = trainer_class(runtime.embedded_ray())
+    trainer_cls = trainer_class(runtime.embedded_ray())
     loop_config = {"cfg": cfg, "model_cfg": model_cfg, "training_set": training_set,
                    "output_uri": output_uri, "fit_started_at": time.time()}  # fmt: skip
-    return TorchTrainer(
+    return trainer_cls(
         train_loop,
         train_loop_config=loop_config,
         torch_config=WorldAwareTorchConfig(),
