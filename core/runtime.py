@@ -11,7 +11,7 @@ from importlib import metadata
 log = logging.getLogger(__name__)
 
 _FORWARDED_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
-_embedded = False  # whether init_ray started the Ray this process is connected to
+_embedded_gcs: str | None = None  # the GCS address of the Ray that init_ray started
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -43,7 +43,7 @@ def init_ray(
     """
     import ray
 
-    global _embedded
+    global _embedded_gcs
     if ray.is_initialized():
         return
     env = {k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)}
@@ -62,7 +62,7 @@ def init_ray(
             include_dashboard=False,
             configure_logging=False,
         )
-        _embedded = True
+        _embedded_gcs = ray.get_runtime_context().gcs_address
 
 
 def embedded_ray() -> bool:
@@ -70,7 +70,7 @@ def embedded_ray() -> bool:
     it, without the dashboard's state API), rather than connecting to a cluster."""
     import ray
 
-    return _embedded and ray.is_initialized()
+    return ray.is_initialized() and ray.get_runtime_context().gcs_address == _embedded_gcs
 
 
 def package_versions(

@@ -117,3 +117,17 @@ def test_the_embedded_ray_runs_no_preemption_watcher_nor_train_metrics():
     env = embedded_ray_env()
     assert env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
     assert env["RAY_TRAIN_METRICS_ENABLED"] == "0"
+
+
+def test_embedded_ray_is_the_ray_init_ray_started():
+    """``embedded_ray`` names the Ray that ``init_ray`` started, not a later one."""
+    code = (
+        "import ray, core.runtime as r\n"
+        "r.init_ray(num_cpus=1); started = r.embedded_ray(); ray.shutdown()\n"
+        "ray.init(num_cpus=1, include_dashboard=False); other = r.embedded_ray(); ray.shutdown()\n"
+        "print(started, other, r.embedded_ray())"
+    )  # another process: the suite's own Ray is not disturbed
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert out.stdout.split()[-3:] == ["True", "False", "False"]
