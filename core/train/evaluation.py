@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -126,52 +127,67 @@ def validation_metrics(
 
 class BackgroundValidation:
     """Validates each epoch's weights in a second thread, on a copy of the model, while the
-    training thread goes on with the next epoch.
+    training thread goes on with the next epochs.
 
-    :meth:`submit` copies the weights into the copy on the training thread's stream (so the
-    copy sees the epoch's last step and none of the next), then the thread proposes and
-    evaluates: the metrics are those of validating in line. On CUDA the thread runs on a
-    stream of its own, which waits for that copy, so its kernels run beside the next epoch's
-    instead of queueing behind them. Wait (:meth:`wait`) before capturing a CUDA graph: a
-    capture admits no other work on the device.
+    :meth:`submit` snapshots the weights on the training thread's stream (so the snapshot
+    holds the epoch's last step and none of the next); the thread copies a snapshot into the
+    model copy, proposes and evaluates: the metrics are those of validating in line. The
+    validations run in submission order, up to ``max_behind`` of them queued or running
+    (``submit`` waits for the oldest beyond that: each holds a snapshot on the device), so
+    training never waits for an epoch's validation until :meth:`result` asks for it. On CUDA
+    the thread runs on a stream of its own, which waits for the snapshot, so its kernels run
+    beside the next epoch's instead of queueing behind them. Wait (:meth:`wait`) before
+    capturing a CUDA graph: a capture admits no other work on the device.
 
     Args:
         model: a copy of the trained model (same config and memory layout), on its device.
         shard, annotations, class_names, dtype, batch_size: what :func:`validation_evaluation`
             runs on.
         skip: state_dict entries that never change (constants), not copied.
+        max_behind: validations queued or running at most.
     """
 
     def __init__(
         self, model: torch.nn.Module, shard: ShardArrays, annotations: Annotations,
         class_names: list[str], dtype: str, batch_size: int, skip: tuple[str, ...] = (),
+        max_behind: int = 3,
     ) -> None:  # fmt: skip
         device = next(model.parameters()).device
         self.localizer = Localizer(model, class_names, str(device), dtype)
         self.shard, self.annotations, self.batch_size = shard, annotations, batch_size
-        self.skip = skip
+        self.skip, self.max_behind = skip, max(1, max_behind)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="validation")
-        self._pending: Future | None = None
+        self._pending: deque[Future] = deque()  # oldest first, results not yet taken
 
     @torch.no_grad()
     def submit(self, model: torch.nn.Module) -> None:
-        """Starts validating ``model``'s current weights (the previous result must be taken)."""
-        if self._pending is not None:
-            raise RuntimeError("the previous epoch's validation was not taken")
-        if self.stream is not None:  # the previous validation's work is done before the copy
-            torch.cuda.current_stream().wait_stream(self.stream)
-        own = self.localizer.model.state_dict()
-        for key, value in model.state_dict().items():
-            if key not in self.skip:
-                own[key].copy_(value)
-        if self.stream is not None:  # the validation starts after the copy
-            self.stream.wait_stream(torch.cuda.current_stream())
-        self._pending = self._pool.submit(self._evaluate)
+        """Queues the validation of ``model``'s current weights."""
+        running = [f for f in self._pending if not f.done()]
+        if len(running) >= self.max_behind:
+            running[0].exception()  # waits; what it raised comes with its result
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()
+                   if k not in self.skip}  # fmt: skip
+        taken = None
+        if self.stream is not None:  # the validation starts after the snapshot
+            taken = torch.cuda.Event()
+            taken.record()
+        self._pending.append(self._pool.submit(self._evaluate, weights, taken))
 
-    def _evaluate(self) -> tuple[Evaluation | None, dict[str, float]]:
+    @torch.no_grad()
+    def _evaluate(
+        self, weights: dict[str, torch.Tensor], taken: torch.cuda.Event | None
+    ) -> tuple[Evaluation | None, dict[str, float]]:
         start, seconds = time.perf_counter(), {}
         with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
+            if taken is not None:
+                self.stream.wait_event(taken)
+            own = self.localizer.model.state_dict()
+            for key, value in weights.items():
+                own[key].copy_(value)
+                if self.stream is not None:  # freed after this stream's copy, not before
+                    value.record_stream(self.stream)
+            weights.clear()
             evaluation = validation_evaluation(
                 self.localizer, self.shard, self.annotations, self.batch_size, seconds
             )
@@ -180,19 +196,28 @@ class BackgroundValidation:
         metrics |= {f"val_{part}_seconds": value for part, value in seconds.items()}
         return evaluation, metrics
 
+    def done(self) -> int:
+        """How many of the oldest validations are done (their results wait in order)."""
+        count = 0
+        for future in self._pending:
+            if not future.done():
+                break
+            count += 1
+        return count
+
     def wait(self) -> None:
-        """Blocks until the submitted validation is done (e.g. before a graph capture)."""
-        if self._pending is not None:
-            self._pending.exception()
+        """Blocks until every submitted validation is done (e.g. before a graph capture)."""
+        for future in list(self._pending):
+            future.exception()
 
     def result(self) -> tuple[Evaluation | None, Mapping[str, float]]:
-        """The submitted validation's evaluation and headline metrics (with ``val_seconds``,
-        its own duration, and ``val_predict_seconds`` / ``val_evaluate_seconds``, its parts);
-        raises what it raised."""
-        if self._pending is None:
+        """The oldest submitted validation's evaluation and headline metrics (with
+        ``val_seconds``, its own duration, and ``val_predict_seconds`` /
+        ``val_evaluate_seconds``, its parts); waits for it; raises what it raised."""
+        if not self._pending:
             raise RuntimeError("no validation was submitted")
-        pending, self._pending = self._pending, None
-        return pending.result()
+        return self._pending.popleft().result()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Stops: validations not started are dropped, a running one ends first."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -10,10 +10,11 @@ scheduler, epochs done and the per-epoch history. The step itself (eager or a CU
 
 A worker spends its time on the steps: it reads its rows itself (:mod:`core.train.data`,
 while this module imports: :mod:`core.train.worker`),
-rank 0 validates each epoch in a second thread while the next epoch trains
-(:class:`core.train.evaluation.BackgroundValidation`; the epoch's report and checkpoint follow
-once its validation is in, so a restart after a failure redoes at most that epoch, with the
-same numbers), checkpoints go to a background upload (Ray Train's ``ASYNC`` mode, from a copy
+rank 0 validates each epoch in a second thread while the next epochs train
+(:class:`core.train.evaluation.BackgroundValidation`; training waits for none of them until
+the last epoch is done, and an epoch's report and checkpoint follow once its validation is in,
+so a restart after a failure redoes at most the epochs still being validated, with the same
+numbers), checkpoints go to a background upload (Ray Train's ``ASYNC`` mode, from a copy
 of the state on the host), and rank 0 runs the final task in the same process when the run's
 last epoch is done and the best epoch's weights and evaluation are in its memory
 (:mod:`core.train.final_eval`; the figures on actors started with the run,
@@ -29,6 +30,7 @@ import logging
 import math
 import tempfile
 import time
+from collections import deque
 from collections.abc import Mapping
 from copy import deepcopy
 from typing import Any
@@ -408,7 +410,7 @@ def train_loop_per_worker(
             cfg.val_batch_size, skip=final_eval.CONSTANTS,
         )  # fmt: skip
     ending = EpochEnding(state, cfg, rank, validator, loop_config, timings, pool)
-    pending = None
+    pending: deque[tuple[dict[str, Any], dict[str, Any] | None]] = deque()  # to finish
     try:
         while state.epoch < last_epoch(cfg):
             if validator is not None and graphed is not None and graphed.needs_capture():
@@ -417,13 +419,14 @@ def train_loop_per_worker(
             state.scheduler.step()
             state.epoch += 1
             metrics["epoch"] = state.epoch
-            if pending is not None:  # the previous epoch, validated meanwhile
-                ending.finish(*pending)
-            pending = (metrics, state_to_save(state) if rank == 0 else None)
+            pending.append((metrics, state_to_save(state) if rank == 0 else None))
             if validator is not None:
                 validator.submit(state.model)
-        if pending is not None:
-            ending.finish(*pending)
+            # the epochs validated meanwhile (rank 0 validates; every rank finishes as many)
+            for _ in range(_broadcast(validator.done() if validator is not None else 0)):
+                ending.finish(*pending.popleft())
+        while pending:
+            ending.finish(*pending.popleft())
     finally:
         if validator is not None:
             validator.close()
@@ -440,8 +443,10 @@ def _validation_model(model: BMNNet) -> BMNNet:
 class EpochEnding:
     """What follows an epoch once its validation is in: the metrics broadcast, the history,
     the best epoch, (rank 0, after the last epoch) the final task, and the report with its
-    checkpoint. Runs one epoch late, while the next epoch trains; ``snapshot`` is the train
-    state as the epoch left it (:func:`state_to_save`), completed with the epoch's entry."""
+    checkpoint. Runs once the validation is done, epochs later while the next ones train
+    (:class:`core.train.evaluation.BackgroundValidation`), for all epochs in their order;
+    ``snapshot`` is the train state as the epoch left it (:func:`state_to_save`), completed
+    with the epoch's entry."""
 
     def __init__(self, state, cfg, rank, validator, loop_config, timings, pool=None) -> None:
         self.state, self.cfg, self.rank, self.validator = state, cfg, rank, validator

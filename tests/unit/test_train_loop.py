@@ -13,6 +13,7 @@ from core.io.checkpoint import load_checkpoint
 from core.models.localizer import load_localizer
 from core.train import data, final_eval, loop, synthetic_features
 from core.train.config import DataSection, OptimSection, TrainConfig, validate_train_config
+from core.train.evaluation import BackgroundValidation
 from core.train.trainer import resolve_model_cfg
 from tests.unit.samples import TINY_MODEL, C, K, T
 
@@ -166,3 +167,33 @@ def test_stop_after_epoch_bounds_the_run():
     assert loop.last_epoch(cfg()) == 9
     assert loop.last_epoch(cfg(stop_after_epoch=2)) == 2
     assert loop.last_epoch(cfg(stop_after_epoch=20)) == 9
+
+
+def test_background_validation_queues_epochs_and_matches_validating_in_line(corpus):
+    """Three epochs submitted back to back (training waits for none): each result is that
+    epoch's weights validated in line, in submission order; at most ``max_behind`` run."""
+    ts, shards = corpus
+    c = cfg()
+    state = loop.new_train_state(MODEL, c, "cpu")
+    validator = BackgroundValidation(
+        loop._validation_model(state.model), shards["val"], ts.val_annotations,
+        ts.class_names, "float32", 32, skip=final_eval.CONSTANTS, max_behind=2,
+    )  # fmt: skip
+    expected = []
+    try:
+        for until in (1, 2, 3):
+            train(state, shards["train"], c, until=until)
+            expected.append(loop.validate(state, shards["val"], ts, "float32", 32))
+            validator.submit(state.model)
+            assert sum(not f.done() for f in validator._pending) <= 2
+        validator.wait()
+        assert validator.done() == 3
+        got = [validator.result()[1] for _ in range(3)]
+        with pytest.raises(RuntimeError, match="no validation was submitted"):
+            validator.result()
+    finally:
+        validator.close()
+    for want, have in zip(expected, got, strict=True):
+        assert {k: have[k] for k in want} == pytest.approx(want)
+        assert have["val_seconds"] > 0
+    assert expected[0] != expected[2]  # the weights did change between the epochs
