@@ -56,6 +56,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import pathlib
@@ -312,12 +313,15 @@ class ProcessCpu:
     RAY_SYSTEM = ("gcs_server", "raylet", "dashboard", "runtime_env_agent", "log_monitor",
                   "monitor.py", "agent_manager")  # fmt: skip
     RAY_AGENTS = ("DashboardAgent", "RuntimeEnvAgent")  # titled ray:: like workers
+    MAPS_EVERY_S = 5.0  # a feature actor's maps read at most this often ...
+    MAPS_UNTIL_S = 90.0  # ... while it is younger than this (it decodes from its first call)
 
     def __init__(self) -> None:
         self.tick = os.sysconf("SC_CLK_TCK")
         self.used: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds so far)
         self.before: dict[int, float] | None = None  # what the first sample's processes had used
         self.nvdec: set[int] = set()
+        self.maps_read: dict[int, tuple[float, float]] = {}  # pid -> first, last read
         self.driver_children0: float | None = None
         self.machine0: float | None = None
 
@@ -375,12 +379,22 @@ class ProcessCpu:
         return None
 
     def _has_nvdec(self, pid: int) -> bool:
-        if pid not in self.nvdec:
-            try:
-                if "libnvcuvid" in pathlib.Path(f"/proc/{pid}/maps").read_text():
-                    self.nvdec.add(pid)
-            except OSError:
-                pass
+        """Whether NVDEC's library is mapped into ``pid``, from its /proc maps: read at most
+        every :data:`MAPS_EVERY_S` and not after :data:`MAPS_UNTIL_S` of the actor's life
+        (a reader holds the process's memory-map lock, which its decoding threads' frame
+        allocations wait on: read each sample, it slowed the CPU actors it measured)."""
+        if pid in self.nvdec:
+            return True
+        now = time.monotonic()
+        first, last = self.maps_read.get(pid, (now, -math.inf))
+        if now - last < self.MAPS_EVERY_S or now - first > self.MAPS_UNTIL_S:
+            return False
+        self.maps_read[pid] = (first, now)
+        try:
+            if "libnvcuvid" in pathlib.Path(f"/proc/{pid}/maps").read_text():
+                self.nvdec.add(pid)
+        except OSError:
+            pass
         return pid in self.nvdec
 
     def _machine(self) -> float:

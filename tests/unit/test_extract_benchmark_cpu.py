@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -70,3 +71,27 @@ def test_cores_over_the_window_and_per_video():
     rates = {"cpu": 6.0, "nvdec": 4.0}
     per_video = bench.per_video_cpu(out["steady"]["cores_by_role"], rates)
     assert per_video == {"cpu": 0.5, "nvdec": 0.25}
+
+
+def test_maps_are_read_seldom_and_only_while_an_actor_is_young(monkeypatch):
+    """Reading a process's maps holds its memory-map lock: at most every 5 s, for 90 s."""
+    cpu = bench.ProcessCpu()
+    clock, reads, maps = [100.0], [], {42: "7f00 r-xp /usr/lib/libc.so.6\n"}
+    monkeypatch.setattr(bench.time, "monotonic", lambda: clock[0])
+    real = pathlib.Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        if self.name != "maps":
+            return real(self, *args, **kwargs)
+        pid = int(self.parent.name)
+        reads.append(pid)
+        return maps[pid]
+
+    monkeypatch.setattr(pathlib.Path, "read_text", read_text)
+    for _ in range(400):  # 200 s of samples, one each 0.5 s
+        assert not cpu._has_nvdec(42)
+        clock[0] += 0.5
+    assert reads == [42] * 19  # at 0, 5, ..., 90 s
+    maps[7] = "7f00 r-xp /usr/lib/x86_64-linux-gnu/libnvcuvid.so.1\n"
+    assert cpu._has_nvdec(7) and cpu._has_nvdec(7)
+    assert reads.count(7) == 1  # known for good once seen
