@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 import tempfile
 import time
 from collections import deque
@@ -41,7 +42,7 @@ from torch import nn
 from core.eval.metrics import Evaluation
 from core.models import BMNNet, build_bmn_cls
 from core.models.localizer import Localizer
-from core.train import data, figures, final_eval, step, warm
+from core.train import data, figures, final_eval, optim, step, warm
 from core.train.config import OptimSection, TrainConfig
 from core.train.evaluation import BackgroundValidation, headline_of, validation_evaluation
 from core.train.final_eval import full_state_dict, host_copy, model_weights
@@ -84,7 +85,7 @@ def build_optimizer(
     tensor, so the graph needs no new capture when it changes)."""
     params = [p for p in model.parameters() if p.requires_grad]
     lr = _device_lr(cfg.lr, params[0].device) if capturable else cfg.lr
-    optimizer = torch.optim.Adam(
+    optimizer = optim.Adam(  # torch's, without its step's torch._dynamo import
         params, lr=lr, weight_decay=cfg.weight_decay, capturable=capturable,
         fused=capturable or None,
     )  # fmt: skip
@@ -475,6 +476,7 @@ class EpochEnding:
                 )  # fmt: skip
                 metrics.update({FINAL_TASK: 1, "best_epoch": self.best.epoch, "best_sha256": sha})
                 self.timings["time_final_task_s"] = time.perf_counter() - start
+            self.timings[warm.DYNAMO_IMPORTED] = float("torch._dynamo" in sys.modules)
             metrics.update(self.timings)
         start = time.perf_counter()
         _report(snapshot, metrics, self.rank)

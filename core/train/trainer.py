@@ -292,7 +292,10 @@ def run_training(
     timings["time_after_fit_s"] = (
         summary.seconds - timings["time_fit_s"] - timings["time_prepare_s"]
     )
-    summary.timings = {**timings, **{k: v for k, v in reported.items() if k.startswith("time_")}}
+    summary.timings = {
+        **timings,
+        **{k: v for k, v in reported.items() if k.startswith("time_") or k == warm.DYNAMO_IMPORTED},
+    }
     return summary
 
 

@@ -2,13 +2,15 @@
 start importing torch in a background thread.
 
 Ray Train's workers import torch when they unpickle the training function
-(:mod:`core.train.worker`), several seconds into their process's life, and ``torch._dynamo``
-when the optimizer is built (``Optimizer.add_param_group`` imports it on its first call; 5.9 s
-in a worker on the GPU machine): a thread that starts both imports when the process starts
-overlaps them with the rest of the process's start as a Ray actor, whose main thread mostly
-waits on Ray's processes then. The main thread's own ``import torch`` then waits for the
-thread's (one import, never two). Only torch's modules: they import nothing of Ray or of this
-project, so the two threads' imports cannot wait on each other.
+(:mod:`core.train.worker`), several seconds into their process's life: a thread that starts
+the import when the process starts overlaps it with the rest of the process's start as a
+Ray actor, whose main thread mostly waits on Ray's processes then. The main thread's own
+``import torch`` then waits for the thread's (one import, never two). The thread then makes
+torch.optim skip its ``torch._dynamo`` imports (:func:`core.train.optim.
+skip_dynamo_markers`); where that finds torch's wrappers changed, it imports
+``torch._dynamo`` instead, which the optimizer imports on its first use (seconds). Only
+torch's modules: they import nothing of Ray or of this project, so the two threads' imports
+cannot wait on each other.
 
 The hook is the embedded Ray's, so it runs in every worker process of the job, but it
 imports only where :data:`ENV` is set: in Ray Train's workers, whose runtime environment
@@ -21,16 +23,19 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 import time
 
 HOOK = "core.train.warm.start"  # what runtime_env's worker_process_setup_hook names
 ENV = "CORE_TRAIN_WARM_IMPORTS"  # set in the training workers' environment only
-MODULES = ("torch", "torch._dynamo")
+MODULES = ("torch",)
+FALLBACK = "torch._dynamo"  # imported instead where torch.optim's imports cannot be skipped
+DYNAMO_IMPORTED = "torch_dynamo_imported"  # a timing: 1.0 where the worker imported it after all
 DONE_AT: dict[str, float] = {}
-"""When (``time.time()``) the thread had imported each of :data:`MODULES` ("start": when it
-started), in this process: the worker's timings say whether they were in before it needed
-them."""
+"""When (``time.time()``) the thread had imported each of :data:`MODULES` (and
+:data:`FALLBACK` where it did; "start": when it started), in this process: the worker's
+timings say whether they were in before it needed them."""
 
 
 def worker_runtime_env() -> dict:
@@ -54,3 +59,8 @@ def _import_all() -> None:
         except Exception:  # noqa: BLE001  (the process imports it again where it needs it)
             return
         DONE_AT[name] = time.time()
+    from core.train.optim import skip_dynamo_markers
+
+    if skip_dynamo_markers() == 0 and FALLBACK not in sys.modules:
+        importlib.import_module(FALLBACK)
+        DONE_AT[FALLBACK] = time.time()

@@ -3,32 +3,34 @@
 Ray Train ships the worker function by reference, so the module that defines it is imported
 in every worker's process before the function runs, ahead of anything useful. This module
 imports only torch, pyarrow and the data layer; the model and the step
-(:mod:`core.train.loop`) and what torch loads lazily on first use
-(:data:`LAZY_TORCH_MODULES`) load in a second thread while the worker reads its rows from
-the files, then :func:`core.train.loop.train_loop_per_worker` runs on them.
+(:mod:`core.train.loop`) load in a second thread while the worker reads its rows from
+the files, then :func:`core.train.loop.train_loop_per_worker` runs on them. torch.optim's
+imports of ``torch._dynamo`` are skipped first (:func:`core.train.optim.
+skip_dynamo_markers`; where the warm hook did not run, e.g. on a cluster); where they cannot
+be, the second thread imports it too, as the optimizer would on its first use.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 import time
 from typing import Any
 
 import torch  # noqa: F401  (before the second thread: one thread imports it, not two)
 
-from core.train import data
+from core.train import data, optim
 
 IMPORT_SECONDS = "time_worker_imports_s"  # the training code's imports, in the second thread
 READ_SECONDS = "time_read_rows_s"  # reading the rows, meanwhile
 BOTH_SECONDS = "time_rows_and_imports_s"  # until both were done
 
-LAZY_TORCH_MODULES = ("torch._dynamo",)
-"""What torch imports on first use rather than with ``import torch``: ``torch._dynamo`` at
-the first optimizer's construction (torch 2.11-2.13: seconds, 5.9 s in a worker on the GPU
-machine), imported here beside the rows instead of inside the model's build: where the warm
-hook (:mod:`core.train.warm`) started it with the process, this only waits for it."""
+LAZY_TORCH_MODULE = "torch._dynamo"
+"""What torch.optim imports on first use (torch 2.11-2.13: seconds, 5.9 s in a worker on the
+GPU machine), imported beside the rows where :func:`core.train.optim.skip_dynamo_markers`
+cannot skip it."""
 
 
 class _Importer(threading.Thread):
@@ -67,7 +69,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     entered_at, start = time.time(), time.perf_counter()
-    importer = _Importer("core.train.loop", also=LAZY_TORCH_MODULES)
+    skipped = optim.skip_dynamo_markers() > 0 or LAZY_TORCH_MODULE in sys.modules
+    importer = _Importer("core.train.loop", also=() if skipped else (LAZY_TORCH_MODULE,))
     importer.start()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
