@@ -44,8 +44,9 @@ _ADAM_STEP = inspect.unwrap(torch.optim.Adam.step)  # torch's step, none of its 
 
 def skip_dynamo_markers() -> int:
     """Makes torch.optim's ``torch._disable_dynamo`` wrappers call their functions directly
-    (see the module docstring) where ``torch._dynamo`` is not imported; returns how many it
-    changed (0: already imported, or torch's wrappers are not the ones this knows)."""
+    (see the module docstring) where ``torch._dynamo`` is not imported; returns how many
+    skip it now, by this call or an earlier one (0: already imported, or torch's wrappers are
+    not the ones this knows)."""
     if "torch._dynamo" in sys.modules:
         return 0
     from torch import _compile
@@ -53,13 +54,13 @@ def skip_dynamo_markers() -> int:
     marker = _compile._disable_dynamo(_noop).__code__  # the code of every such wrapper
     wrappers = [getattr(torch.optim.Optimizer, name) for name in _MARKED]
     wrappers.append(sys.modules[torch.optim.Adam.__module__].adam)  # torch.optim.adam.adam
-    changed = 0
+    skipped = 0
     for wrapper in wrappers:
         fn = _marked_function(wrapper, marker)
         if fn is not None and getattr(fn, "__dynamo_disable", None) is None:
             setattr(fn, "__dynamo_disable", fn)  # the wrapper's cache of the tracer's version
-            changed += 1
-    return changed
+        skipped += fn is not None and getattr(fn, "__dynamo_disable", None) is fn
+    return skipped
 
 
 def _noop() -> None:
