@@ -390,8 +390,8 @@ def previous_run(path: Path) -> dict:
 # run before the workers are asked to start, its teardown, the worker's report waits)
 ACCOUNTED = ("time_to_main_s", "time_config_s", "time_ray_init_s", "time_prepare_s",
              "time_worker_start_s", "time_rows_and_imports_s", "time_model_build_s",
-             "time_ingest_s", "time_graph_warmup_s", "time_final_task_s", "time_report_s",
-             "time_after_fit_s", "time_exit_s")  # fmt: skip
+             "time_ingest_s", "time_graph_warmup_s", "time_snapshots_s", "time_final_task_s",
+             "time_report_s", "time_after_fit_s", "time_exit_s")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

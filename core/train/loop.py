@@ -45,7 +45,7 @@ from core.models.localizer import Localizer
 from core.train import data, figures, final_eval, optim, step, warm
 from core.train.config import OptimSection, TrainConfig
 from core.train.evaluation import BackgroundValidation, headline_of, validation_evaluation
-from core.train.final_eval import full_state_dict, host_copy, model_weights
+from core.train.final_eval import full_state_dict, host_copy
 from core.train.step import DeviceShard, autocast_for, to_device, train_epoch
 
 __all__ = ["DeviceShard", "autocast_for", "to_device", "train_epoch"]
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
 SAMPLING_STREAM, TORCH_STREAM = 1, 2
+SNAPSHOT_SECONDS = "time_snapshots_s"  # the epochs' train states and validation weights taken
 FINAL_TASK = "final_task_done"  # reported by the last epoch when rank 0 wrote the outputs
 
 
@@ -114,11 +115,13 @@ def new_train_state(
 
 def state_to_save(state: TrainState) -> dict[str, Any]:
     """Plain tensors and containers on the host, copies (loads with
-    ``torch.load(weights_only=True)``)."""
+    ``torch.load(weights_only=True)``), taken in one batch (:func:`host_copy`)."""
+    weights = {k: v for k, v in state.model.state_dict().items() if k not in final_eval.CONSTANTS}
+    tensors = host_copy([weights, state.optimizer.state_dict(), state.scheduler.state_dict()])
     return {
-        "model": model_weights(state.model),
-        "optimizer": host_copy(state.optimizer.state_dict()),
-        "scheduler": host_copy(state.scheduler.state_dict()),
+        "model": tensors[0],
+        "optimizer": tensors[1],
+        "scheduler": tensors[2],
         "epoch": state.epoch,
         "history": [dict(h) for h in state.history],
         "torch_rng": torch.get_rng_state(),  # for the record: each epoch reseeds
@@ -273,7 +276,7 @@ class BestEpoch:
     def offer(
         self, epoch: int, metrics: Mapping[str, Any], weights: dict[str, torch.Tensor], evaluation
     ) -> None:
-        """Takes the epoch if it scores higher; ``weights``: host copies (:func:`model_weights`)."""
+        """Takes the epoch if it scores higher; ``weights``: host copies (:func:`state_to_save`)."""
         if metrics.get(self.score_key, -math.inf) > self.score:
             self.epoch, self.score = epoch, metrics[self.score_key]
             self.weights, self.evaluation = weights, evaluation
@@ -420,9 +423,13 @@ def train_loop_per_worker(
             state.scheduler.step()
             state.epoch += 1
             metrics["epoch"] = state.epoch
+            start = time.perf_counter()
             pending.append((metrics, state_to_save(state) if rank == 0 else None))
             if validator is not None:
                 validator.submit(state.model)
+            timings[SNAPSHOT_SECONDS] = timings.get(SNAPSHOT_SECONDS, 0.0) + (
+                time.perf_counter() - start
+            )
             # the epochs validated meanwhile (rank 0 validates; every rank finishes as many)
             for _ in range(_broadcast(validator.done() if validator is not None else 0)):
                 ending.finish(*pending.popleft())

@@ -77,8 +77,10 @@ class TrainSummary:
     ``time_model_new_s`` the model and optimizer, ``time_prepare_model_s`` Ray's
     ``prepare_model``),
     ``time_ingest_s`` the targets (and the rows when not read before), ``time_graph_warmup_s``,
-    ``time_final_task_s``, ``time_report_s``), ``time_after_fit_s``; per epoch see the
-    history (``train_seconds``, ``val_seconds``)."""
+    ``time_snapshots_s`` the epochs' train states and validation weights taken,
+    ``time_final_task_s``, ``time_report_s``), ``time_after_fit_s``; ``torch_dynamo_imported``
+    1.0 where the worker imported ``torch._dynamo`` (:mod:`core.train.optim`); per epoch see
+    the history (``train_seconds``, ``val_seconds``, ``val_wait_seconds``)."""
 
     @property
     def finished(self) -> bool:
