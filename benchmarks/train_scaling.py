@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from mmengine.config import DictAction
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", default=str(REPO / "configs/train/bmn_cls_400x100_activitynet.py")
     )
-    parser.add_argument("--cfg-options", nargs="+", action=config.DictAction, default=None)
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default=None)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker (NCCL)")
     parser.add_argument("--cpus-per-worker", type=int, default=1)

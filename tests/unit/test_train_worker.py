@@ -87,6 +87,15 @@ def test_the_worker_module_does_not_import_the_model_or_mmaction_models():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_worker_unpickles_its_config_without_mmengine():
+    """The schemas hold no MMEngine: it is imported where a config file is read (the driver),
+    not in a worker that only unpickles the run's TrainConfig (0.2 s of its GIL-bound start)."""
+    code = ("import sys, core.train.worker, core.train.loop, core.train.config; "
+            "print('mmengine' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_the_training_code_and_the_model_do_not_import_mmaction():
     """The worker's training code (:mod:`core.train.loop`) builds the plain network: no
     MMAction2 import, which cost the worker seconds before its first step."""
