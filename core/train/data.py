@@ -20,11 +20,12 @@ Shape legend: N videos of a shard, C channels, T positions, G segments of a vide
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -319,6 +320,19 @@ def epoch_batches(
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(num_steps)]
 
 
+@contextlib.contextmanager
+def arrow_threads(count: int) -> Iterator[None]:
+    """Arrow's CPU thread pool at least ``count`` threads meanwhile. Arrow sizes it from
+    ``OMP_NUM_THREADS``, which Ray sets to a task's or actor's CPUs (2 for a training worker),
+    and decodes every file's pages there: the files read side by side decoded two at a time."""
+    before = pa.cpu_count()
+    pa.set_cpu_count(max(before, count))
+    try:
+        yield
+    finally:
+        pa.set_cpu_count(before)
+
+
 def read_features(
     training_set: TrainingSet, split: str, ids: list[str] | None = None
 ) -> ShardArrays:
@@ -388,7 +402,8 @@ def read_shards(
         found.append(ids)
 
     fragments = list(dataset.get_fragments())
-    with ThreadPoolExecutor(max(1, min(len(fragments), os.cpu_count() or 1))) as pool:
+    threads = max(1, min(len(fragments), os.cpu_count() or 1))
+    with arrow_threads(threads), ThreadPoolExecutor(threads) as pool:
         list(pool.map(read, fragments))
     missing = sorted(set(place) - {v for ids in found for v in ids})
     if missing:

@@ -144,3 +144,20 @@ def test_read_shards_equals_join_then_collect(tmp_path):
     os.remove(pads.dataset(ts.features_uri, format="parquet").files[0])
     with pytest.raises(data.TrainDataError, match="no longer in the features"):
         data.read_features(ts, data.TRAIN)
+
+
+def test_arrow_threads_widens_the_pool_for_a_read_and_restores_it():
+    """Ray sets OMP_NUM_THREADS to a worker's CPUs, and Arrow sizes its decoding pool from it:
+    the rows' files are read with a pool as wide as the threads reading them."""
+    import pyarrow as pa
+
+    before = pa.cpu_count()
+    pa.set_cpu_count(1)
+    try:
+        with data.arrow_threads(3):
+            assert pa.cpu_count() == 3
+        assert pa.cpu_count() == 1
+        with data.arrow_threads(1):
+            assert pa.cpu_count() == 1
+    finally:
+        pa.set_cpu_count(before)
