@@ -3,7 +3,7 @@ Arrow's CPU pool as Ray leaves it (``OMP_NUM_THREADS`` = the worker's CPUs) and 
 the read (:func:`core.train.data.arrow_threads`), in the same run.
 
 Writes ``--files`` feature files of 1,024 videos (400 × 100 float32, as the training benchmark
-and the extract job lay them out), then reads all their rows in fresh processes with
+lays them out), then reads all their rows in fresh processes with
 ``OMP_NUM_THREADS=--omp``, the two variants alternating, ``--repeats`` times each after one
 untimed read (the page cache warm for both).
 
