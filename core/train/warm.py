@@ -9,8 +9,8 @@ Ray actor, whose main thread mostly waits on Ray's processes then. The main thre
 torch.optim skip its ``torch._dynamo`` imports (:func:`core.train.optim.
 skip_dynamo_markers`); where that finds torch's wrappers changed, it imports
 ``torch._dynamo`` instead, which the optimizer imports on its first use (seconds). Only
-torch's modules: they import nothing of Ray or of this project, so the two threads' imports
-cannot wait on each other.
+torch's modules and :mod:`core.train.optim` (torch alone, imported after it): nothing of Ray,
+so the two threads' imports cannot wait on each other.
 
 The hook is the embedded Ray's, so it runs in every worker process of the job, but it
 imports only where :data:`ENV` is set: in Ray Train's workers, whose runtime environment
