@@ -42,13 +42,13 @@ class Adam(torch.optim.Adam):
 _ADAM_STEP = inspect.unwrap(torch.optim.Adam.step)  # torch's step, none of its wrappers
 
 
-def skip_dynamo_markers() -> int:
+def skip_dynamo_markers() -> bool:
     """Makes torch.optim's ``torch._disable_dynamo`` wrappers call their functions directly
-    (see the module docstring) where ``torch._dynamo`` is not imported; returns how many
-    skip it now, by this call or an earlier one (0: already imported, or torch's wrappers are
-    not the ones this knows)."""
+    (see the module docstring) where ``torch._dynamo`` is not imported; True when every one
+    this knows skips it now (by this call or an earlier one), False where it is imported
+    already or any wrapper is not the one this knows (that one still imports it)."""
     if "torch._dynamo" in sys.modules:
-        return 0
+        return False
     from torch import _compile
 
     marker = _compile._disable_dynamo(_noop).__code__  # the code of every such wrapper
@@ -60,7 +60,7 @@ def skip_dynamo_markers() -> int:
         if fn is not None and getattr(fn, "__dynamo_disable", None) is None:
             setattr(fn, "__dynamo_disable", fn)  # the wrapper's cache of the tracer's version
         skipped += fn is not None and getattr(fn, "__dynamo_disable", None) is fn
-    return skipped
+    return skipped == len(wrappers)
 
 
 def _noop() -> None:

@@ -7,7 +7,7 @@ the import when the process starts overlaps it with the rest of the process's st
 Ray actor, whose main thread mostly waits on Ray's processes then. The main thread's own
 ``import torch`` then waits for the thread's (one import, never two). The thread then makes
 torch.optim skip its ``torch._dynamo`` imports (:func:`core.train.optim.
-skip_dynamo_markers`); where that finds torch's wrappers changed, it imports
+skip_dynamo_markers`); where that cannot skip every one, it imports
 ``torch._dynamo`` instead, which the optimizer imports on its first use (seconds). Only
 torch's modules and :mod:`core.train.optim` (torch alone, imported after it): nothing of Ray,
 so the two threads' imports cannot wait on each other.
@@ -61,6 +61,6 @@ def _import_all() -> None:
         DONE_AT[name] = time.time()
     from core.train.optim import skip_dynamo_markers
 
-    if skip_dynamo_markers() == 0 and FALLBACK not in sys.modules:
+    if not skip_dynamo_markers() and FALLBACK not in sys.modules:
         importlib.import_module(FALLBACK)
         DONE_AT[FALLBACK] = time.time()

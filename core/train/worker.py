@@ -69,7 +69,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     entered_at, start = time.time(), time.perf_counter()
-    skipped = optim.skip_dynamo_markers() > 0 or LAZY_TORCH_MODULE in sys.modules
+    skipped = optim.skip_dynamo_markers() or LAZY_TORCH_MODULE in sys.modules
     importer = _Importer("core.train.loop", also=() if skipped else (LAZY_TORCH_MODULE,))
     importer.start()
     ctx = ray.train.get_context()
