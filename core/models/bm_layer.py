@@ -107,17 +107,32 @@ class BoundaryMatchingConv(nn.Module):
 
     mask_KV: torch.Tensor
     valid_V: torch.Tensor
+    source_X: torch.Tensor
+    invalid_X: torch.Tensor
     channels_last = False
     """Give the output in channels-last memory: the second GEMM transposed, so that the
     (B, O, D, T) result lies as (B, D, T, O), the layout in which the bf16 convolutions of
     ``x_2d_p`` (given channels-last weights) run without layout conversions on CUDA (1.5x the
     training step on an H200). Same values, sums in another order."""
+    fused_epilogue = True
+    """In channels-last, add the bias and apply the ReLU inside the GEMM (cuBLASLt's epilogue)
+    and place the cells with one gather (:class:`_BoundaryMatchingGemm`), instead of a zeroed
+    map, a scatter, a bias add and a ReLU over the whole (B, D, T, O) map. ``False`` keeps the
+    unfused ops (for comparisons)."""
 
     def __init__(self, sample_mask_T_NDT: torch.Tensor, temporal_dim: int, num_samples: int):
         super().__init__()
         self.temporal_dim = temporal_dim
         self.num_samples = num_samples
-        self.register_buffer("valid_V", valid_cells(temporal_dim), persistent=False)
+        valid_V = valid_cells(temporal_dim)
+        V, X = valid_V.shape[0], temporal_dim * temporal_dim
+        # each cell's row of the padded GEMM output: its own, or the first padded row (V),
+        # which holds relu(bias) (zero mask column), as every cell with s + d >= T does
+        source_X = torch.full((X,), V, dtype=torch.int64)
+        source_X[valid_V] = torch.arange(V)
+        self.register_buffer("valid_V", valid_V, persistent=False)
+        self.register_buffer("source_X", source_X, persistent=False)
+        self.register_buffer("invalid_X", (source_X == V).float(), persistent=False)
         self.register_buffer("mask_KV", torch.empty(0), persistent=False)
         self.set_sample_mask(sample_mask_T_NDT)
 
@@ -129,9 +144,10 @@ class BoundaryMatchingConv(nn.Module):
         mask_KX = mask_TNX.transpose(0, 1).reshape(N * T, T * T)
         device = self.valid_V.device
         mask_KV = mask_KX.to(device).index_select(1, self.valid_V)
-        # zero columns up to a multiple of 8: rows of 16-byte multiples in bf16, which the GEMMs
-        # need for Hopper's tensor-core kernels (T = 100 gives V = 5050)
-        pad = -mask_KV.shape[1] % 8
+        # zero columns up to a multiple of 8 (rows of 16-byte multiples in bf16, which the
+        # GEMMs need for Hopper's tensor-core kernels; T = 100 gives V = 5050), at least one:
+        # the fused GEMM's first padded row is the relu(bias) of the cells with s + d >= T
+        pad = 8 - mask_KV.shape[1] % 8
         self.mask_KV = F.pad(mask_KV, (0, pad)).contiguous()
 
     def forward(
@@ -152,9 +168,17 @@ class BoundaryMatchingConv(nn.Module):
         weight_ON_C = weight_OCN11.reshape(n_out, C, N).transpose(1, 2).reshape(n_out * N, C)
         y_B_ON_T = torch.matmul(weight_ON_C, feats_BCT)  # (B, O·N, T), i.e. (B, O, K)
         mask_KV = self.mask_KV.to(y_B_ON_T.dtype)
+        y_BO_K = y_B_ON_T.reshape(B * n_out, N * T)
+        if self.channels_last and self.fused_epilogue:
+            if bias_O is None:
+                bias_O = y_BO_K.new_zeros(n_out)
+            out_BXO = _BoundaryMatchingGemm.apply(
+                y_BO_K, bias_O, mask_KV, self.source_X, self.valid_V, self.invalid_X, B
+            )
+            return out_BXO.view(B, T, T, n_out).permute(0, 3, 1, 2)
         if self.channels_last:
-            return self._channels_last(y_B_ON_T.reshape(B * n_out, N * T), mask_KV, bias_O, B)
-        out_BO_V = torch.matmul(y_B_ON_T.reshape(B * n_out, N * T), mask_KV)
+            return self._channels_last(y_BO_K, mask_KV, bias_O, B)
+        out_BO_V = torch.matmul(y_BO_K, mask_KV)
         out_BOX = out_BO_V.new_zeros(B, n_out, T * T)
         V = self.valid_V.shape[0]
         out_BOX.index_copy_(2, self.valid_V, out_BO_V.view(B, n_out, -1)[:, :, :V])
@@ -165,7 +189,8 @@ class BoundaryMatchingConv(nn.Module):
     def _channels_last(
         self, y_BO_K: torch.Tensor, mask_KV: torch.Tensor, bias_O: torch.Tensor | None, B: int
     ) -> torch.Tensor:
-        """:meth:`forward`'s result in channels-last memory (see :attr:`channels_last`)."""
+        """:meth:`forward`'s result in channels-last memory, unfused (see
+        :attr:`fused_epilogue`)."""
         T, n_out = self.temporal_dim, y_BO_K.shape[0] // B
         V = self.valid_V.shape[0]
         out_V_BO = torch.mm(mask_KV.t(), y_BO_K.t())[:V]  # one GEMM of transposed views
@@ -174,3 +199,48 @@ class BoundaryMatchingConv(nn.Module):
         if bias_O is not None:
             out_BXO.add_(bias_O.to(out_BXO.dtype))
         return F.relu(out_BXO, inplace=True).view(B, T, T, n_out).permute(0, 3, 1, 2)
+
+
+class _BoundaryMatchingGemm(torch.autograd.Function):
+    """``relu(mask_KV.T @ y_BO_K.T + bias)`` placed on the (duration, start) grid, channels
+    last, with a hand-written backward.
+
+    Forward: one GEMM with cuBLASLt's bias + ReLU epilogue (``torch._addmm_activation``,
+    which autograd does not differentiate) gives (Vpad, B·O), whose first padded row is
+    relu(bias); one gather lays its rows out as (B, X, O), the cells with s + d >= T taking
+    that row. Backward: the valid cells' gradient gathered (no scatter-add onto the shared
+    padded row), the ReLU's mask from the saved output, the GEMM for ``y``, and the bias's
+    gradient as the valid rows' sum plus the other cells' (one GEMV over the map) where
+    relu(bias) passed it.
+    """
+
+    @staticmethod
+    def forward(ctx, y_BO_K, bias_O, mask_KV, source_X, valid_V, invalid_X, B):
+        n_out = y_BO_K.shape[0] // B
+        bias_BO = bias_O.to(y_BO_K.dtype).repeat(B)
+        out_Vp_BO = torch._addmm_activation(bias_BO, mask_KV.t(), y_BO_K.t())
+        out_BXO = out_Vp_BO.view(-1, B, n_out).transpose(0, 1).index_select(1, source_X)
+        ctx.save_for_backward(out_Vp_BO, mask_KV, valid_V, invalid_X, bias_O)
+        ctx.B = B
+        return out_BXO
+
+    @staticmethod
+    def backward(ctx, grad_BXO):
+        out_Vp_BO, mask_KV, valid_V, invalid_X, bias_O = ctx.saved_tensors
+        B, V = ctx.B, valid_V.shape[0]
+        n_out = out_Vp_BO.shape[1] // B
+        grad_BXO = grad_BXO.contiguous()
+        grad_V_BO = grad_BXO.transpose(0, 1).index_select(0, valid_V).view(V, B * n_out)
+        grad_V_BO = torch.ops.aten.threshold_backward(grad_V_BO, out_Vp_BO[:V], 0)
+        grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_y = torch.mm(grad_V_BO.t(), mask_KV.t()[:V])  # (B·O, K)
+        grad_bias = None
+        if ctx.needs_input_grad[1]:
+            # cells with s + d >= T: one relu(bias) each, passing gradient where bias > 0
+            acc = torch.promote_types(grad_BXO.dtype, torch.float32)  # sums in fp32 at least
+            rest_BO = torch.matmul(invalid_X.to(grad_BXO.dtype), grad_BXO)  # (B, O)
+            rest_O = rest_BO.to(acc).sum(0) * (bias_O > 0)
+            valid_O = grad_V_BO.sum(0, dtype=acc).view(B, n_out).sum(0)
+            grad_bias = (valid_O + rest_O).to(bias_O.dtype)
+        return grad_y, grad_bias, None, None, None, None, None

@@ -188,7 +188,8 @@ class BMNNet(nn.Module):
             self.fast_bm_layer = BoundaryMatchingConv(self.sample_mask, temporal_dim, num_samples)
             self.register_load_state_dict_post_hook(_refresh_fast_bm)
             self._ddp_params_and_buffers_to_ignore += [
-                "fast_bm_layer.mask_KV", "fast_bm_layer.valid_V"
+                "fast_bm_layer.mask_KV", "fast_bm_layer.valid_V", "fast_bm_layer.source_X",
+                "fast_bm_layer.invalid_X",
             ]  # fmt: skip
 
     def _build_bmn_layers(self, C: int, H: int, H2: int, H3: int, N: int) -> None:

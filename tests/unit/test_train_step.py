@@ -44,6 +44,39 @@ def test_boundary_matching_channels_last_equals_the_default_layout():
     assert torch.equal(got[:, :, T - 1, 1:], expected[:, :, T - 1, 1:])
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_boundary_matching_channels_last_gradients_of_every_input(fused):
+    """The channels-last forms (fused GEMM epilogue with its own backward, and the unfused
+    ops) give the default layout's values and gradients of features, weight and bias, with
+    biases of both signs (cells with s + d >= T pass gradient to a positive bias only)."""
+    model = loop.build_model(MODEL, seed=0).double()
+    layer, conv = model.fast_bm_layer, model.x_3d_p[0]
+    with torch.no_grad():
+        conv.bias.copy_(torch.linspace(-0.5, 0.5, conv.bias.numel(), dtype=torch.double))
+    feats = torch.randn(3, 32, T, dtype=torch.double, requires_grad=True)
+    inputs = (feats, conv.weight, conv.bias)
+    expected = layer(*inputs)
+    grad_out = torch.randn_like(expected)
+    grads_expected = torch.autograd.grad(expected, inputs, grad_out)
+    layer.channels_last, layer.fused_epilogue = True, fused
+    got = layer(*inputs)
+    grads_got = torch.autograd.grad(got, inputs, grad_out)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads_got, grads_expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_boundary_matching_backward_passes_gradcheck():
+    model = loop.build_model(MODEL, seed=0).double()
+    layer, conv = model.fast_bm_layer, model.x_3d_p[0]
+    layer.channels_last = True
+    bias = torch.linspace(-0.3, 0.3, conv.bias.numel(), dtype=torch.double).requires_grad_()
+    weight = conv.weight.detach()[:6].clone().requires_grad_()  # 6 output channels: quick
+    feats = torch.randn(2, 32, T, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f, w, b: layer(f, w, b[:6]), (feats, weight, bias))
+
+
 def test_channels_last_training_matches_the_default_layout():
     """Five eager steps from the same weights and seeds: equal losses and weights."""
     cfg = TrainConfig(model=dict(MODEL), batch_size=8, optim=OptimSection(lr=2e-3))
