@@ -16,8 +16,9 @@ and tell their classes apart under noise (:mod:`core.train.synthetic_features`, 
   largest difference between the two paths' losses over the same steps; and the captured
   step in the default memory layout with unfused Adam (``graph_default_layout``, the step
   before channels-last), the captured step with cuDNN's grouped kernels for the grouped 1-d
-  convolutions (``graph_grouped_conv``, the step before their dense block-diagonal form), and
-  the captured step with the ``span`` head (``graph_span_head``, the configs' default head);
+  convolutions (``graph_grouped_conv``, the step before their dense block-diagonal form), the
+  captured step with the boundary-matching map's bias, ReLU and placement as separate ops
+  (``graph_unfused_bm``, the step before the GEMM's fused epilogue), and the captured step with the ``span`` head (``graph_span_head``, the configs' default head);
 * ``upstream``: MMAction2's ``BMN`` in ``loss`` mode (a list of tensors, numpy
   ``generate_labels``, ``BMNLoss``) with the same optimizer, ``--upstream-steps`` steps in
   fp32 and bf16: the baseline measured in the same run.
@@ -51,6 +52,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 import core  # noqa: E402, F401  (upstream shims before mmaction)
 from core import runtime  # noqa: E402
 from core.eval.annotations import parse_annotations  # noqa: E402
+from core.models.bm_layer import BoundaryMatchingConv  # noqa: E402
 from core.models.network import GroupedConv1d  # noqa: E402
 from core.train import data, loop, step, synthetic_features  # noqa: E402
 from core.train.config import DataSection, OptimSection, TrainConfig  # noqa: E402
@@ -120,6 +122,7 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
                 state.model, cfg.optim, capturable=device.type == "cuda"
             )
         GroupedConv1d.dense_on_cuda = mode != "graph_grouped_conv"
+        BoundaryMatchingConv.fused_epilogue = mode != "graph_unfused_bm"
         shard = loop.to_device(rows, state.model, device)
         generator = torch.Generator(device=device)
         graphed = None
@@ -146,6 +149,7 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
         if device.type == "cuda":
             out[mode]["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         GroupedConv1d.dense_on_cuda = True
+        BoundaryMatchingConv.fused_epilogue = True
         del state, shard, graphed
     if len(losses) == 2:
         diffs = [abs(a[k] - b[k]) / max(abs(a[k]), 1e-12)
@@ -161,6 +165,10 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
         out["dense_grouped_conv_speedup"] = (
             out["graph"]["samples_per_s"] / out["graph_grouped_conv"]["samples_per_s"]
         )
+    if "samples_per_s" in out.get("graph_unfused_bm", {}):
+        out["fused_bm_epilogue_speedup"] = (
+            out["graph"]["samples_per_s"] / out["graph_unfused_bm"]["samples_per_s"]
+        )
     if "samples_per_s" in out.get("graph_default_layout", {}):
         out["channels_last_fused_adam_speedup"] = (
             out["graph"]["samples_per_s"] / out["graph_default_layout"]["samples_per_s"]
@@ -168,7 +176,14 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
     return out
 
 
-STEP_MODES = ("eager", "graph", "graph_default_layout", "graph_grouped_conv", "graph_span_head")
+STEP_MODES = (
+    "eager",
+    "graph",
+    "graph_default_layout",
+    "graph_grouped_conv",
+    "graph_unfused_bm",
+    "graph_span_head",
+)
 
 
 def loop_losses(state, shard, batches, dtype, cfg, generator, graphed) -> dict:
