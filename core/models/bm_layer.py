@@ -230,11 +230,19 @@ class _BoundaryMatchingGemm(torch.autograd.Function):
         B, V = ctx.B, valid_V.shape[0]
         n_out = out_Vp_BO.shape[1] // B
         grad_BXO = grad_BXO.contiguous()
-        grad_V_BO = grad_BXO.transpose(0, 1).index_select(0, valid_V).view(V, B * n_out)
-        grad_V_BO = torch.ops.aten.threshold_backward(grad_V_BO, out_Vp_BO[:V], 0)
+        # the valid cells' gradient in the GEMM's (Vpad, B·O) rows, zero in the padded ones:
+        # the GEMM for y then contracts over Vpad, a multiple of 8 (over V = 5050 cuBLAS fell
+        # back to an unaligned kernel, 4x slower on an H100)
+        grad_Vp_BO = grad_BXO.new_empty(out_Vp_BO.shape)
+        grad_Vp_BO[V:].zero_()
+        grad_V_BO = grad_Vp_BO[:V]
+        torch.index_select(grad_BXO.transpose(0, 1), 0, valid_V, out=grad_V_BO.view(V, B, n_out))
+        torch.ops.aten.threshold_backward.grad_input(
+            grad_V_BO, out_Vp_BO[:V], 0, grad_input=grad_V_BO
+        )
         grad_y = None
         if ctx.needs_input_grad[0]:
-            grad_y = torch.mm(grad_V_BO.t(), mask_KV.t()[:V])  # (B·O, K)
+            grad_y = torch.mm(grad_Vp_BO.t(), mask_KV.t())  # (B·O, K)
         grad_bias = None
         if ctx.needs_input_grad[1]:
             # cells with s + d >= T: one relu(bias) each, passing gradient where bias > 0

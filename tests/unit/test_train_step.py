@@ -77,6 +77,36 @@ def test_fused_boundary_matching_backward_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda f, w, b: layer(f, w, b[:6]), (feats, weight, bias))
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_bias_add_gradient_equals_the_convolutions_own(channels_last):
+    """x_2d_p's bias added after the convolution with its gradient as a GEMV (the CUDA path
+    of GemvBiasConv2d) gives what nn.Conv2d with its bias gives."""
+    from core.models.network import GemvBiasConv2d, _BiasAdd
+
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(8, 6, 3, padding=1).double()
+    ours = GemvBiasConv2d(8, 6, 3, padding=1).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 8, 5, 7, dtype=torch.double)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    expected = ref(x)
+    got = _BiasAdd.apply(ours._conv_forward(x, ours.weight, None), ours.bias)
+    grad = torch.randn_like(expected)
+    torch.testing.assert_close(got, expected)
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+    for a, b in zip(
+        torch.autograd.grad(got, (ours.weight, ours.bias), grad),
+        torch.autograd.grad(expected, (ref.weight, ref.bias), grad),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b)
+    y = torch.randn(2, 6, 5, 7, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.double, requires_grad=True)
+    y_in = y.to(memory_format=torch.channels_last) if channels_last else y
+    assert torch.autograd.gradcheck(lambda a, b: _BiasAdd.apply(a, b), (y_in, bias))
+
+
 def test_channels_last_training_matches_the_default_layout():
     """Five eager steps from the same weights and seeds: equal losses and weights."""
     cfg = TrainConfig(model=dict(MODEL), batch_size=8, optim=OptimSection(lr=2e-3))
