@@ -18,9 +18,11 @@ and tell their classes apart under noise (:mod:`core.train.synthetic_features`, 
   before channels-last), the captured step with cuDNN's grouped kernels for the grouped 1-d
   convolutions (``graph_grouped_conv``, the step before their dense block-diagonal form), the
   captured step with the boundary-matching map's bias, ReLU and placement as separate ops
-  (``graph_unfused_bm``, the step before the GEMM's fused epilogue), the captured step with
-  torch's reduction for ``x_2d_p``'s bias gradients (``graph_torch_bias_grad``, the step
-  before their GEMV), and the captured step with the ``span`` head (``graph_span_head``, the configs' default head);
+  (``graph_unfused_bm``, the step before the GEMM's fused epilogue and the batched
+  projection), the captured step with the projection as ``torch.matmul``
+  (``graph_folded_projection``), the captured step with torch's reduction for ``x_2d_p``'s
+  bias gradients (``graph_torch_bias_grad``, the step before their GEMV), and the captured
+  step with the ``span`` head (``graph_span_head``, the configs' default head);
 * ``upstream``: MMAction2's ``BMN`` in ``loss`` mode (a list of tensors, numpy
   ``generate_labels``, ``BMNLoss``) with the same optimizer, ``--upstream-steps`` steps in
   fp32 and bf16: the baseline measured in the same run.
@@ -125,6 +127,10 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
             )
         GroupedConv1d.dense_on_cuda = mode != "graph_grouped_conv"
         BoundaryMatchingConv.fused_epilogue = mode != "graph_unfused_bm"
+        BoundaryMatchingConv.batched_projection = mode not in (
+            "graph_unfused_bm",
+            "graph_folded_projection",
+        )
         GemvBiasConv2d.gemv_bias_on_cuda = mode != "graph_torch_bias_grad"
         shard = loop.to_device(rows, state.model, device)
         generator = torch.Generator(device=device)
@@ -153,6 +159,7 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
             out[mode]["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         GroupedConv1d.dense_on_cuda = True
         BoundaryMatchingConv.fused_epilogue = True
+        BoundaryMatchingConv.batched_projection = True
         GemvBiasConv2d.gemv_bias_on_cuda = True
         del state, shard, graphed
     if len(losses) == 2:
@@ -173,6 +180,10 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
         out["fused_bm_epilogue_speedup"] = (
             out["graph"]["samples_per_s"] / out["graph_unfused_bm"]["samples_per_s"]
         )
+    if "samples_per_s" in out.get("graph_folded_projection", {}):
+        out["batched_projection_speedup"] = (
+            out["graph"]["samples_per_s"] / out["graph_folded_projection"]["samples_per_s"]
+        )
     if "samples_per_s" in out.get("graph_torch_bias_grad", {}):
         out["gemv_bias_grad_speedup"] = (
             out["graph"]["samples_per_s"] / out["graph_torch_bias_grad"]["samples_per_s"]
@@ -190,6 +201,7 @@ STEP_MODES = (
     "graph_default_layout",
     "graph_grouped_conv",
     "graph_unfused_bm",
+    "graph_folded_projection",
     "graph_torch_bias_grad",
     "graph_span_head",
 )

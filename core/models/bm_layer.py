@@ -119,6 +119,12 @@ class BoundaryMatchingConv(nn.Module):
     and place the cells with one gather (:class:`_BoundaryMatchingGemm`), instead of a zeroed
     map, a scatter, a bias add and a ReLU over the whole (B, D, T, O) map. ``False`` keeps the
     unfused ops (for comparisons)."""
+    batched_projection = True
+    """In channels-last, project the channels (the first GEMM) as a batched GEMM over the
+    videos with the weight broadcast: it writes (B, O·N, T) in the layout the second GEMM
+    reads, where ``torch.matmul`` folds the batch into one GEMM whose (B, T, O·N) result was
+    copied into that layout, and its gradient copied back (0.3 ms of the step on an H100).
+    ``False`` keeps ``torch.matmul`` (for comparisons)."""
 
     def __init__(self, sample_mask_T_NDT: torch.Tensor, temporal_dim: int, num_samples: int):
         super().__init__()
@@ -166,7 +172,12 @@ class BoundaryMatchingConv(nn.Module):
         B, C, T = feats_BCT.shape
         n_out, N = weight_OCN11.shape[0], self.num_samples
         weight_ON_C = weight_OCN11.reshape(n_out, C, N).transpose(1, 2).reshape(n_out * N, C)
-        y_B_ON_T = torch.matmul(weight_ON_C, feats_BCT)  # (B, O·N, T), i.e. (B, O, K)
+        if self.channels_last and self.batched_projection:
+            # (B, O·N, T) as the GEMMs write it: no copy into the second GEMM's layout
+            weight_ON_C = weight_ON_C.to(feats_BCT.dtype)  # cast once, then broadcast
+            y_B_ON_T = torch.bmm(weight_ON_C.expand(B, -1, -1), feats_BCT)
+        else:
+            y_B_ON_T = torch.matmul(weight_ON_C, feats_BCT)  # (B, O·N, T), i.e. (B, O, K)
         mask_KV = self.mask_KV.to(y_B_ON_T.dtype)
         y_BO_K = y_B_ON_T.reshape(B * n_out, N * T)
         if self.channels_last and self.fused_epilogue:
