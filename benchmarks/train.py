@@ -450,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-root", action="append", default=[], type=Path,
                         help="also run this checkout's job (e.g. the code before a change)")  # fmt: skip
     parser.add_argument("--skip-step", action="store_true")
+    parser.add_argument("--skip-job", action="store_true",
+                        help="the step and MMAction2's only (no features written, no job)")  # fmt: skip
     parser.add_argument("--commit", help="the code's commit (default: git's HEAD, which a "
                         "copied working tree may carry stale)")  # fmt: skip
     parser.add_argument("--previous", type=Path,
@@ -479,13 +481,14 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.output).write_text(json.dumps(report, indent=2))
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        features, anno_uri, report["parquet_write_seconds"] = write_features(
-            tmp, table, annotations
-        )
+        if not args.skip_job:
+            features, anno_uri, report["parquet_write_seconds"] = write_features(
+                tmp, table, annotations
+            )
+            report["job"] = bench_job(args, ROOT, features, anno_uri, os.path.join(tmp, "run"))
+            save()
         del table
-        report["job"] = bench_job(args, ROOT, features, anno_uri, os.path.join(tmp, "run"))
-        save()
-        for i, root in enumerate(args.job_root):
+        for i, root in enumerate([] if args.skip_job else args.job_root):
             run = os.path.join(tmp, f"run_{i}")
             others = report.setdefault("job_other_roots", {})
             key = str(root) if str(root) not in others else f"{root} (run {i + 1})"
@@ -500,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             report["step"][mode]["ratio_vs_upstream_fp32"] = (
                 report["step"][mode]["samples_per_s"] / base
             )
-    job = report["job"]
+    job = report.get("job", {})
     if "train_samples_per_s" in job:
         job["train_ratio_vs_upstream_fp32"] = float(np.mean(job["train_samples_per_s"])) / base
     save()
