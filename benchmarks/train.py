@@ -17,12 +17,10 @@ and tell their classes apart under noise (:mod:`core.train.synthetic_features`, 
   step in the default memory layout with unfused Adam (``graph_default_layout``, the step
   before channels-last), the captured step with cuDNN's grouped kernels for the grouped 1-d
   convolutions (``graph_grouped_conv``, the step before their dense block-diagonal form), the
-  captured step with the boundary-matching map's bias, ReLU and placement as separate ops
-  (``graph_unfused_bm``, the step before the GEMM's fused epilogue and the batched
-  projection), the captured step with the projection as ``torch.matmul``
-  (``graph_folded_projection``), the captured step with torch's reduction for ``x_2d_p``'s
-  bias gradients (``graph_torch_bias_grad``, the step before their GEMV), and the captured
-  step with the ``span`` head (``graph_span_head``, the configs' default head);
+  captured step with the candidate forms of :data:`CANDIDATES` (the boundary-matching GEMM
+  with its bias and ReLU fused, with and without the batched channel projection; ``x_2d_p``'s
+  bias gradients as GEMVs; both), each with ``<mode>_speedup`` over ``graph``, and the
+  captured step with the ``span`` head (``graph_span_head``, the configs' default head);
 * ``upstream``: MMAction2's ``BMN`` in ``loss`` mode (a list of tensors, numpy
   ``generate_labels``, ``BMNLoss``) with the same optimizer, ``--upstream-steps`` steps in
   fp32 and bf16: the baseline measured in the same run.
@@ -126,12 +124,7 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
                 state.model, cfg.optim, capturable=device.type == "cuda"
             )
         GroupedConv1d.dense_on_cuda = mode != "graph_grouped_conv"
-        BoundaryMatchingConv.fused_epilogue = mode != "graph_unfused_bm"
-        BoundaryMatchingConv.batched_projection = mode not in (
-            "graph_unfused_bm",
-            "graph_folded_projection",
-        )
-        GemvBiasConv2d.gemv_bias_on_cuda = mode != "graph_torch_bias_grad"
+        set_forms(CANDIDATES.get(mode, DEFAULT_FORMS))
         shard = loop.to_device(rows, state.model, device)
         generator = torch.Generator(device=device)
         graphed = None
@@ -158,9 +151,7 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
         if device.type == "cuda":
             out[mode]["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         GroupedConv1d.dense_on_cuda = True
-        BoundaryMatchingConv.fused_epilogue = True
-        BoundaryMatchingConv.batched_projection = True
-        GemvBiasConv2d.gemv_bias_on_cuda = True
+        set_forms(DEFAULT_FORMS)
         del state, shard, graphed
     if len(losses) == 2:
         diffs = [abs(a[k] - b[k]) / max(abs(a[k]), 1e-12)
@@ -176,18 +167,9 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
         out["dense_grouped_conv_speedup"] = (
             out["graph"]["samples_per_s"] / out["graph_grouped_conv"]["samples_per_s"]
         )
-    if "samples_per_s" in out.get("graph_unfused_bm", {}):
-        out["fused_bm_epilogue_speedup"] = (
-            out["graph"]["samples_per_s"] / out["graph_unfused_bm"]["samples_per_s"]
-        )
-    if "samples_per_s" in out.get("graph_folded_projection", {}):
-        out["batched_projection_speedup"] = (
-            out["graph"]["samples_per_s"] / out["graph_folded_projection"]["samples_per_s"]
-        )
-    if "samples_per_s" in out.get("graph_torch_bias_grad", {}):
-        out["gemv_bias_grad_speedup"] = (
-            out["graph"]["samples_per_s"] / out["graph_torch_bias_grad"]["samples_per_s"]
-        )
+    for mode in CANDIDATES:
+        if "samples_per_s" in out.get(mode, {}):
+            out[f"{mode}_speedup"] = out[mode]["samples_per_s"] / out["graph"]["samples_per_s"]
     if "samples_per_s" in out.get("graph_default_layout", {}):
         out["channels_last_fused_adam_speedup"] = (
             out["graph"]["samples_per_s"] / out["graph_default_layout"]["samples_per_s"]
@@ -195,14 +177,33 @@ def bench_step(args: argparse.Namespace, rows: data.ShardArrays) -> dict:
     return out
 
 
+DEFAULT_FORMS = (
+    BoundaryMatchingConv.fused_epilogue,
+    BoundaryMatchingConv.batched_projection,
+    GemvBiasConv2d.gemv_bias_on_cuda,
+)
+CANDIDATES = {  # (fused_epilogue, batched_projection, gemv_bias_on_cuda): forms not yet default
+    "graph_fused_bm": (True, True, False),
+    "graph_fused_bm_matmul_projection": (True, False, False),
+    "graph_gemv_bias": (False, False, True),
+    "graph_fused_bm_gemv_bias": (True, True, True),
+}
+
+
+def set_forms(forms: tuple[bool, bool, bool]) -> None:
+    """The step's forms: (fused_epilogue, batched_projection, gemv_bias_on_cuda)."""
+    fused, batched, gemv = forms
+    BoundaryMatchingConv.fused_epilogue = fused
+    BoundaryMatchingConv.batched_projection = batched
+    GemvBiasConv2d.gemv_bias_on_cuda = gemv
+
+
 STEP_MODES = (
     "eager",
     "graph",
     "graph_default_layout",
     "graph_grouped_conv",
-    "graph_unfused_bm",
-    "graph_folded_projection",
-    "graph_torch_bias_grad",
+    *CANDIDATES,
     "graph_span_head",
 )
 

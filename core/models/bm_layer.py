@@ -114,17 +114,20 @@ class BoundaryMatchingConv(nn.Module):
     (B, O, D, T) result lies as (B, D, T, O), the layout in which the bf16 convolutions of
     ``x_2d_p`` (given channels-last weights) run without layout conversions on CUDA (1.5x the
     training step on an H200). Same values, sums in another order."""
-    fused_epilogue = True
+    fused_epilogue = False
     """In channels-last, add the bias and apply the ReLU inside the GEMM (cuBLASLt's epilogue)
     and place the cells with one gather (:class:`_BoundaryMatchingGemm`), instead of a zeroed
-    map, a scatter, a bias add and a ReLU over the whole (B, D, T, O) map. ``False`` keeps the
-    unfused ops (for comparisons)."""
-    batched_projection = True
+    map, a scatter, a bias add and a ReLU over the whole (B, D, T, O) map. Off until measured
+    faster: its first form, whose backward GEMM contracted over the 5,050 valid cells (an
+    unaligned cuBLAS kernel, 1.2 ms), ran the captured step 0.93x on an H100; this one
+    contracts over the padded cells (``benchmarks/train.py``'s ``graph_fused_bm``)."""
+    batched_projection = False
     """In channels-last, project the channels (the first GEMM) as a batched GEMM over the
     videos with the weight broadcast: it writes (B, O·N, T) in the layout the second GEMM
-    reads, where ``torch.matmul`` folds the batch into one GEMM whose (B, T, O·N) result was
-    copied into that layout, and its gradient copied back (0.3 ms of the step on an H100).
-    ``False`` keeps ``torch.matmul`` (for comparisons)."""
+    reads, where ``torch.matmul`` folds the batch into one GEMM whose (B, T, O·N) result is
+    copied into that layout, and its gradient copied back (0.31 ms of a 5.5 ms step on an
+    H100). Off until measured (``graph_fused_bm`` against ``graph_fused_bm_matmul_projection``
+    in ``benchmarks/train.py``)."""
 
     def __init__(self, sample_mask_T_NDT: torch.Tensor, temporal_dim: int, num_samples: int):
         super().__init__()

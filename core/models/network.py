@@ -88,14 +88,15 @@ class GroupedConv1d(nn.Conv1d):
 
 
 class GemvBiasConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (``x_2d_p``'s) whose bias gradient on CUDA is one GEMV over the output's
-    gradient (:class:`_BiasAdd`) rather than torch's reduction: over the (B, 100, 100, 128)
-    channels-last map of the training step the reduction took 136 us per layer on an H100,
-    three layers 0.4 ms of a 5.5 ms step, at a tenth of the memory's bandwidth. Same
-    parameters, same forward (the convolution without bias, then the bias added, as torch
-    does for cuDNN); ``gemv_bias_on_cuda = False`` keeps torch's (for comparisons)."""
+    """``nn.Conv2d`` (``x_2d_p``'s) that can take its bias gradient on CUDA as one GEMV over
+    the output's gradient (:class:`_BiasAdd`) instead of torch's reduction: over the
+    (B, 100, 100, 128) channels-last map of the training step that reduction took 136 us per
+    layer on an H100 (three layers, 0.4 ms of a 5.5 ms step, a tenth of the memory's
+    bandwidth). Same parameters, same forward (the convolution without bias, then the bias
+    added, as torch does for cuDNN). ``gemv_bias_on_cuda`` is off until the step is measured
+    faster with it (``benchmarks/train.py``'s ``graph_gemv_bias``)."""
 
-    gemv_bias_on_cuda = True
+    gemv_bias_on_cuda = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.gemv_bias_on_cuda and x.is_cuda) or self.bias is None:

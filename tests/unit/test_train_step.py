@@ -45,10 +45,12 @@ def test_boundary_matching_channels_last_equals_the_default_layout():
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_boundary_matching_channels_last_gradients_of_every_input(fused):
-    """The channels-last forms (fused GEMM epilogue with its own backward, and the unfused
-    ops) give the default layout's values and gradients of features, weight and bias, with
-    biases of both signs (cells with s + d >= T pass gradient to a positive bias only)."""
+@pytest.mark.parametrize("batched", [True, False])
+def test_boundary_matching_channels_last_gradients_of_every_input(fused, batched):
+    """The channels-last forms (fused GEMM epilogue with its own backward, or the unfused
+    ops; the channel projection batched or folded by torch.matmul) give the default layout's
+    values and gradients of features, weight and bias, with biases of both signs (cells with
+    s + d >= T pass gradient to a positive bias only)."""
     model = loop.build_model(MODEL, seed=0).double()
     layer, conv = model.fast_bm_layer, model.x_3d_p[0]
     with torch.no_grad():
@@ -58,7 +60,7 @@ def test_boundary_matching_channels_last_gradients_of_every_input(fused):
     expected = layer(*inputs)
     grad_out = torch.randn_like(expected)
     grads_expected = torch.autograd.grad(expected, inputs, grad_out)
-    layer.channels_last, layer.fused_epilogue = True, fused
+    layer.channels_last, layer.fused_epilogue, layer.batched_projection = True, fused, batched
     got = layer(*inputs)
     grads_got = torch.autograd.grad(got, inputs, grad_out)
     assert got.is_contiguous(memory_format=torch.channels_last)
@@ -70,7 +72,7 @@ def test_boundary_matching_channels_last_gradients_of_every_input(fused):
 def test_fused_boundary_matching_backward_passes_gradcheck():
     model = loop.build_model(MODEL, seed=0).double()
     layer, conv = model.fast_bm_layer, model.x_3d_p[0]
-    layer.channels_last = True
+    layer.channels_last = layer.fused_epilogue = layer.batched_projection = True
     bias = torch.linspace(-0.3, 0.3, conv.bias.numel(), dtype=torch.double).requires_grad_()
     weight = conv.weight.detach()[:6].clone().requires_grad_()  # 6 output channels: quick
     feats = torch.randn(2, 32, T, dtype=torch.double, requires_grad=True)
@@ -107,8 +109,11 @@ def test_bias_add_gradient_equals_the_convolutions_own(channels_last):
     assert torch.autograd.gradcheck(lambda a, b: _BiasAdd.apply(a, b), (y_in, bias))
 
 
-def test_channels_last_training_matches_the_default_layout():
-    """Five eager steps from the same weights and seeds: equal losses and weights."""
+@pytest.mark.parametrize("fused", [False, True])
+def test_channels_last_training_matches_the_default_layout(fused):
+    """Five eager steps from the same weights and seeds: equal losses and weights (in
+    channels-last, with the boundary-matching GEMM's fused form and batched projection or
+    without)."""
     cfg = TrainConfig(model=dict(MODEL), batch_size=8, optim=OptimSection(lr=2e-3))
     shard_rows = rows()
     batches = data.epoch_batches(len(shard_rows), 8, 3, 0, 0, 0) * 2
@@ -117,6 +122,8 @@ def test_channels_last_training_matches_the_default_layout():
         state = loop.new_train_state(cfg.model, cfg, "cpu")
         if channels_last:
             step.use_channels_last(state.model)
+            layer = state.model.fast_bm_layer
+            layer.fused_epilogue = layer.batched_projection = fused
         shard = step.to_device(shard_rows, state.model, "cpu")
         generator = loop.seed_epoch(cfg.seed, 0, 0, torch.device("cpu"))
         losses = step.train_epoch(
