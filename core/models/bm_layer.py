@@ -28,7 +28,7 @@ Shape legend:
     N: samples per proposal (num_samples); O: output channels (hidden_dim_3d);
     K: merged (sample, position) axis, K = N·T, index n·T + t;
     V: valid (duration, start) cells with s + d < T, in row-major (d, s) order (``mask_KV``
-       has zero columns beyond them, up to a multiple of 8);
+       has zero columns beyond them: at least one, up to a multiple of 8; Vpad columns in all);
     X: all (duration, start) cells, X = D·T, index d·T + s.
     Underscores split a name's axes where one axis merges several: ``y_B_ON_T`` is
     (B, O·N, T), ``mask_T_NDT`` is (T, N·D·T).
