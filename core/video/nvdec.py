@@ -141,13 +141,14 @@ def scan(path: str) -> tuple[VideoScan | None, str | None]:
             return None, reason
         stream.codec_context.thread_count = 1
         pts, durations, first, errors, truncated = _demux(container, stream)
+        # read while the container is open: PyAV 18.1.1 refuses a closed container's streams
+        time_base = float(stream.time_base) if stream.time_base else 0.0
     if first is None and errors:
         raise VideoDecodeError(
             VideoDecodeError.DECODE, f"no frame decoded; {errors} packets failed", path
         )
     if first is None or not pts:
         raise VideoDecodeError(VideoDecodeError.ZERO_FRAMES, "video stream has no frames", path)
-    time_base = float(stream.time_base) if stream.time_base else 0.0
     step = 1.0 / info.fps if info.fps > 0 else 0.0
     if any(p is None for p in pts) or not time_base:
         time_F, last_duration = np.arange(len(pts), dtype=np.float64) * step, 0.0
