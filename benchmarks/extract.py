@@ -145,7 +145,9 @@ def _decode_only(path: str) -> tuple[int, int, float]:
 
 
 def decode_bound(paths: list[str], sampling: dict, workers: int, decoder: str) -> dict:
-    """Videos/s of ``workers`` processes that only decode with ``decoder`` (no model)."""
+    """Videos/s of ``workers`` processes that only decode with ``decoder`` (no model): over the
+    whole run, and over the steady window (10% to 90% of the videos done, the jobs' rule),
+    which leaves out the ramp and the tail where fewer than ``workers`` videos are left."""
     sampling = sampling | {"decoder": decoder}
     device = "cuda" if decoder == "nvdec" else "cpu"
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
@@ -154,7 +156,10 @@ def decode_bound(paths: list[str], sampling: dict, workers: int, decoder: str) -
         for p in set(paths):  # the jobs read the files from the page cache too
             pathlib.Path(p).read_bytes()
         t0 = time.perf_counter()
-        results = list(pool.map(_decode_only, paths))
+        done_s, results = [], []
+        for future in cf.as_completed([pool.submit(_decode_only, p) for p in paths]):
+            results.append(future.result())
+            done_s.append(time.perf_counter() - t0)
         seconds = time.perf_counter() - t0
     frames = sum(r[1] for r in results)
     video_s = sum(r[2] for r in results)
@@ -163,7 +168,26 @@ def decode_bound(paths: list[str], sampling: dict, workers: int, decoder: str) -
         "videos_per_s": len(paths) / seconds, "frames_decoded_per_s": frames / seconds,
         "snippets_per_s": sum(r[0] for r in results) / seconds,
         "video_hours_per_hour": video_s / seconds, "video_seconds": video_s,
+        "steady": steady_rate(np.asarray(done_s)),
     }  # fmt: skip
+
+
+def bound_rate(bound: dict) -> float:
+    """A decode bound's videos/s: its steady window's, or the whole run's in a file from before
+    the bound had one (or one too short for a window)."""
+    return (bound.get("steady") or {}).get("videos_per_s") or bound["videos_per_s"]
+
+
+def steady_rate(done_s: np.ndarray) -> dict | None:
+    """Videos/s between 10% and 90% of ``done_s`` (seconds at which each video finished)."""
+    if len(done_s) < 10:
+        return None
+    done = np.sort(done_s)
+    i, j = int(STEADY[0] * len(done)), int(STEADY[1] * len(done)) - 1
+    if done[j] <= done[i]:
+        return None
+    return {"from_s": float(done[i]), "to_s": float(done[j]),
+            "videos_per_s": (j - i) / float(done[j] - done[i])}  # fmt: skip
 
 
 def nvdec_reason() -> str | None:
@@ -840,7 +864,7 @@ def _run_jobs(args, job_list, paths, work, result, reason, rehearsal) -> None:
         j["copies"], j["video_seconds"] = copies, per_video_s * len(paths) * copies
         rate = (j.get("steady") or {}).get("videos_per_s")
         if rate:
-            j["steady"]["fraction_of_cpu_decode_bound"] = rate / bounds["cpu"]["videos_per_s"]
+            j["steady"]["fraction_of_cpu_decode_bound"] = rate / bound_rate(bounds["cpu"])
             j["steady"]["video_hours_per_hour"] = _hours_per_hour(rate, bounds["cpu"])
         jobs_out[label] = j
         _show(label, {k: v for k, v in j.items() if k != "progress"})
@@ -862,7 +886,7 @@ def _headline(result: dict) -> None:
         result["video_hours_per_hour"] = _hours_per_hour(steady("hybrid"), bound)
     if steady("cpu_only"):
         result["cpu_only_video_hours_per_hour"] = _hours_per_hour(steady("cpu_only"), bound)
-        result["cpu_only_fraction_of_cpu_decode_bound"] = steady("cpu_only") / bound["videos_per_s"]
+        result["cpu_only_fraction_of_cpu_decode_bound"] = steady("cpu_only") / bound_rate(bound)
     if steady("hybrid") and steady("cpu_only"):
         result["hybrid_over_cpu_only"] = steady("hybrid") / steady("cpu_only")
     result["start_up_s"] = {k: v.get("start_up_s") for k, v in jobs_out.items()}
@@ -875,7 +899,7 @@ def _headline(result: dict) -> None:
         for k, v in jobs_out.items()
     }
     if result["decode_bound"].get("nvdec"):
-        both = bound["videos_per_s"] + result["decode_bound"]["nvdec"]["videos_per_s"]
+        both = bound_rate(bound) + bound_rate(result["decode_bound"]["nvdec"])
         result["cpu_plus_nvdec_decode_bound_videos_per_s"] = both
 
 
@@ -930,9 +954,9 @@ def slowonly(args, paths: list[str], work: str) -> dict:
         steady = j.get("steady") or {}
         if steady.get("videos_per_s"):
             rate = steady["videos_per_s"]
-            steady["fraction_of_cpu_decode_bound"] = rate / bounds["cpu"]["videos_per_s"]
+            steady["fraction_of_cpu_decode_bound"] = rate / bound_rate(bounds["cpu"])
             if "nvdec" in bounds:
-                both = bounds["cpu"]["videos_per_s"] + bounds["nvdec"]["videos_per_s"]
+                both = bound_rate(bounds["cpu"]) + bound_rate(bounds["nvdec"])
                 steady["fraction_of_cpu_plus_nvdec_decode_bound"] = rate / both
             snippets = bounds["cpu"]["snippets_per_s"] / bounds["cpu"]["videos_per_s"]
             steady["snippets_per_s"] = rate * snippets

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from benchmarks import extract as bench
@@ -95,3 +96,31 @@ def test_maps_are_read_seldom_and_only_while_an_actor_is_young(monkeypatch):
     maps[7] = "7f00 r-xp /usr/lib/x86_64-linux-gnu/libnvcuvid.so.1\n"
     assert cpu._has_nvdec(7) and cpu._has_nvdec(7)
     assert reads.count(7) == 1  # known for good once seen
+
+
+def test_steady_rate_leaves_out_the_ramp_and_the_tail():
+    # 2 s of ramp, then a video every 0.1 s, then a 5 s tail: the window sees the 10/s
+    done_s = [2.0 + 0.1 * i for i in range(100)]
+    done_s[-3:] = [20.0, 22.0, 25.0]
+    steady = bench.steady_rate(np.asarray(done_s))
+    assert steady["videos_per_s"] == pytest.approx(10.0)
+    assert 2.0 < steady["from_s"] < steady["to_s"] < 20.0
+    assert bench.steady_rate(np.arange(9.0)) is None  # too few for a window
+    assert bench.steady_rate(np.zeros(20)) is None  # no time between its ends
+
+
+def test_bound_rate_prefers_the_steady_window():
+    assert bench.bound_rate({"videos_per_s": 8.0, "steady": {"videos_per_s": 10.0}}) == 10.0
+    assert bench.bound_rate({"videos_per_s": 8.0, "steady": None}) == 8.0
+    assert bench.bound_rate({"videos_per_s": 8.0}) == 8.0  # a results file from before
+
+
+def test_cpu_decode_bound_over_real_videos(tmp_path):
+    from tests.integration import videos
+
+    paths = [videos.make_video(tmp_path / f"{i}.mp4", 160, 120, 25, 1 + i % 3) for i in range(4)]
+    sampling = {"clip_len": 1, "clip_interval": 8, "short_side": 64, "crop_size": 64}
+    bound = bench.decode_bound(paths * 3, sampling, 2, "cpu")
+    assert bound["videos"] == 12 and bound["decoder"] == "cpu"
+    assert bound["video_seconds"] == pytest.approx(3 * (1 + 2 + 3 + 1), rel=0.01)
+    assert bound["steady"]["videos_per_s"] > 0 and bound["videos_per_s"] > 0
