@@ -18,7 +18,8 @@ In one run:
 * **decode bounds**: ``--workers`` processes (default: one per core but one) that only decode
   and sample snippets on the CPU, as the job's CPU actors do; and, where NVDEC is usable, as
   many processes as the job has NVDEC streams (NVDEC actors x ``pipeline.calls_per_actor``)
-  decoding with NVDEC (:class:`core.video.SnippetDecoder`);
+  decoding with NVDEC (:class:`core.video.SnippetDecoder`); each over the whole run and over
+  its steady window (``steady``, the jobs' 10%-90% rule), the rate the jobs are compared with;
 * **recognizer bound**: the recognizer alone on the GPU on random snippets at full batch;
 * **jobs**: ``jobs.extract.main`` as the CLI runs it (embedded Ray started by the job, the
   manifest as ``--input``), by default twice: ``hybrid`` (the production config as it is: CPU
