@@ -180,15 +180,23 @@ def bound_rate(bound: dict) -> float:
 
 
 def steady_rate(done_s: np.ndarray) -> dict | None:
-    """Videos/s between 10% and 90% of ``done_s`` (seconds at which each video finished)."""
+    """Videos/s over the steady window of ``done_s`` (seconds at which each video finished)."""
+    window = steady_window(done_s)
+    if window is None:
+        return None
+    a, b = window
+    inside = int(np.count_nonzero((done_s >= a) & (done_s <= b)))
+    return {"from_s": a, "to_s": b, "videos_per_s": inside / (b - a)}
+
+
+def steady_window(done_s) -> tuple[float, float] | None:
+    """From the time 10% of the videos were done to the time 90% were (:data:`STEADY`), or
+    None for fewer than 10 videos or no time between the two."""
     if len(done_s) < 10:
         return None
-    done = np.sort(done_s)
-    i, j = int(STEADY[0] * len(done)), int(STEADY[1] * len(done)) - 1
-    if done[j] <= done[i]:
-        return None
-    return {"from_s": float(done[i]), "to_s": float(done[j]),
-            "videos_per_s": (j - i) / float(done[j] - done[i])}  # fmt: skip
+    done = np.sort(np.asarray(done_s))
+    a, b = float(done[int(STEADY[0] * len(done))]), float(done[int(STEADY[1] * len(done)) - 1])
+    return (a, b) if b > a else None
 
 
 def nvdec_reason() -> str | None:
@@ -671,12 +679,10 @@ def steady_state(features: list[tuple[float, str]], t: np.ndarray, n: np.ndarray
     """The rate between 10% and 90% of the videos' features done (the feature actors' rate:
     the stages after them run far faster and catch up), by decoder, and the commits' rate
     over the same window."""
-    if len(features) < 10:
+    window = steady_window([f for f, _ in features])
+    if window is None:
         return None, None
-    done = np.sort(np.asarray([f for f, _ in features]))
-    a, b = done[int(STEADY[0] * len(done))], done[int(STEADY[1] * len(done)) - 1]
-    if b <= a:
-        return None, None
+    a, b = window
     inside = [d for f, d in features if a <= f <= b]
     by_decoder = {k: inside.count(k) / (b - a) for k in sorted(set(inside))}
     committed = np.interp([a, b], t, n)

@@ -103,7 +103,8 @@ def test_steady_rate_leaves_out_the_ramp_and_the_tail():
     done_s = [2.0 + 0.1 * i for i in range(100)]
     done_s[-3:] = [20.0, 22.0, 25.0]
     steady = bench.steady_rate(np.asarray(done_s))
-    assert steady["videos_per_s"] == pytest.approx(10.0)
+    assert (steady["from_s"], steady["to_s"]) == pytest.approx((3.0, 10.9))
+    assert steady["videos_per_s"] == pytest.approx(80 / 7.9)  # the jobs' rule: 80 done inside
     assert 2.0 < steady["from_s"] < steady["to_s"] < 20.0
     assert bench.steady_rate(np.arange(9.0)) is None  # too few for a window
     assert bench.steady_rate(np.zeros(20)) is None  # no time between its ends
@@ -124,3 +125,12 @@ def test_cpu_decode_bound_over_real_videos(tmp_path):
     assert bound["videos"] == 12 and bound["decoder"] == "cpu"
     assert bound["video_seconds"] == pytest.approx(3 * (1 + 2 + 3 + 1), rel=0.01)
     assert bound["steady"]["videos_per_s"] > 0 and bound["videos_per_s"] > 0
+
+
+def test_a_jobs_steady_state_shares_the_bounds_window():
+    features = [(0.1 * i, "cpu" if i % 2 else "nvdec") for i in range(50)]
+    steady, window = bench.steady_state(features, np.array([0.0, 5.0]), np.array([0, 50]))
+    assert window == bench.steady_window([f for f, _ in features]) == pytest.approx((0.5, 4.4))
+    assert steady["videos_per_s"] == pytest.approx(40 / 3.9)
+    assert steady["videos_per_s_by_decoder"] == pytest.approx({"cpu": 20 / 3.9, "nvdec": 20 / 3.9})
+    assert steady["commits_per_s_same_window"] == pytest.approx(10.0)
